@@ -1,0 +1,45 @@
+"""python -m pipeline [group=option ...] [key=value ...]   (see README.md; --cfg job prints the config)
+
+Examples:
+    python -m pipeline                                    # IRPO on the embedded SmolLM2-135M, offline, CPU
+    python -m pipeline method=dpo train.beta=0.05         # the DPO-only baseline
+    python -m pipeline method=irpo experiment=smoke model=tiny logger=none
+    python -m pipeline -m train.beta=0.05,0.1             # a sweep: one folder and one W&B run per job
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import pipeline.config  # noqa: E402,F401  (registers the ${basename:...} resolver)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from pathlib import Path
+
+    from pipeline.config import ConfigError
+    from pipeline.loop import run
+    from pipeline.store import StaleStageError
+
+    hc = HydraConfig.get()
+    multirun = hc.mode.name == "MULTIRUN"
+    try:
+        run(cfg, Path(hc.runtime.output_dir), job_name=hc.job.override_dirname if multirun else None)
+    except (ConfigError, StaleStageError, FileNotFoundError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        if multirun:
+            raise
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

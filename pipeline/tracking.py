@@ -1,0 +1,79 @@
+"""Tracking: one W&B run per pipeline run (offline by default), or nothing (`logger=none`).
+
+Iteration-level metrics go on an ``iteration`` axis (``iter/*``); the training curves of every iteration go
+on one continuing ``train/step`` axis (``train/*``) so iterations follow each other instead of overlapping
+(TRL's own W&B callback restarts its step every iteration; it is not used). The run id is derived from
+the run folder, so a resumed run logs into the same W&B run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class NoTracker:
+    """logger=none: the same calls, doing nothing."""
+
+    def log_iteration(self, t: int, metrics: dict) -> None: ...
+
+    def log_pairs(self, t: int, records: list[dict]) -> None: ...
+
+    def train_callback(self, t: int, step_offset: int):
+        return None
+
+    def finish(self) -> None: ...
+
+
+class WandbTracker(NoTracker):
+    def __init__(self, cfg: DictConfig, run_dir: Path, job_name: str | None):
+        import wandb
+
+        self.wandb = wandb
+        self.log_pairs_n = int(cfg.logger.log_pairs)
+        run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+        self.run = wandb.init(
+            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
+            name=job_name or cfg.run_name, id=run_id, resume="allow", dir=str(run_dir), mode=cfg.logger.mode,
+            tags=list(cfg.logger.tags), config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        )
+        wandb.define_metric("iteration")
+        wandb.define_metric("iter/*", step_metric="iteration")
+        wandb.define_metric("train/step")
+        wandb.define_metric("train/*", step_metric="train/step")
+
+    def log_iteration(self, t: int, metrics: dict) -> None:
+        flat = {f"iter/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.run.log({"iteration": t, **flat})
+
+    def log_pairs(self, t: int, records: list[dict]) -> None:
+        if not records or not self.log_pairs_n:
+            return
+        cols = ["iteration", "prompt_id", "prompt", "chosen", "rejected"]
+        table = self.wandb.Table(columns=cols)
+        for r in records[: self.log_pairs_n]:
+            side = lambda k: r[k][-1]["content"] if k in r else ""  # noqa: E731
+            table.add_data(t, r["prompt_id"], r["prompt"][-1]["content"], side("chosen") or side("completion"),
+                           side("rejected"))
+        self.run.log({"iteration": t, f"iter/pairs_sample_{t:02d}": table})
+
+    def train_callback(self, t: int, step_offset: int):
+        from transformers import TrainerCallback
+
+        run = self.run
+
+        class ToWandb(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                vals = {f"train/{k}": v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+                run.log({"train/step": step_offset + state.global_step, "train/iteration": t, **vals})
+
+        return ToWandb()
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def make_tracker(cfg: DictConfig, run_dir: Path, job_name: str | None = None) -> NoTracker:
+    return WandbTracker(cfg, run_dir, job_name) if cfg.logger.kind == "wandb" else NoTracker()

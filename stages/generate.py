@@ -1,0 +1,94 @@
+"""Generate: N sampled chain-of-thought completions per prompt from one model (HF transformers backend).
+
+Prompts are rendered with the model's chat template, sorted by length and batched (``batch_size`` prompts
+x ``num_samples`` sequences per forward) so little compute goes to padding; each batch is seeded with
+``seed + batch index``, so the same inputs and config give the same completions. ``temperature: 0`` is
+greedy decoding (one completion per prompt). Runs on CPU or GPU (``device``); ``dtype: auto`` picks bf16
+where the hardware does it natively (a CUDA GPU, or a CPU with AVX512-BF16) and fp32 elsewhere — bf16
+changes the numerics, not the algorithm.
+
+    from stages.generate import GenerateConfig, generate
+    recs, stats = generate("path/to/model", [{"prompt_id": "a", "messages": [...]}], GenerateConfig())
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from stages.modeling import fingerprint, load_model, load_tokenizer, stop_token_ids
+
+
+@dataclass
+class GenerateConfig:
+    num_samples: int = 4  # completions per prompt, N (paper: 30 GSM8K/ARC, 20 MATH)
+    temperature: float = 0.8  # 0 = greedy (paper: 0.8 in iterations 1-2, 1.0-1.3 later)
+    top_p: float = 0.95
+    max_new_tokens: int = 256  # per completion
+    batch_size: int = 16  # prompts per forward pass (each expanded to num_samples sequences)
+    seed: int = 0
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    backend: str = "hf"  # hf (transformers); vllm runs as a worker process (GPU only)
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError(f"generate.num_samples must be >= 1, got {self.num_samples}")
+        if self.temperature < 0:
+            raise ValueError(f"generate.temperature must be >= 0, got {self.temperature}")
+        if self.temperature == 0 and self.num_samples != 1:
+            raise ValueError("generate.temperature=0 (greedy) gives identical samples: set num_samples=1")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"generate.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("generate.max_new_tokens and generate.batch_size must be >= 1")
+        if self.backend != "hf":
+            raise ValueError(f"generate.backend={self.backend!r} is not available in-process; use 'hf'")
+
+
+def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: str = "generate",
+             model=None, tokenizer=None) -> tuple[list[dict], dict]:
+    """prompts: records with prompt_id and messages (chat format). Returns (records, stats): one record per
+    (prompt, sample) with prompt_id, sample_idx, completion, num_tokens, finish_reason ("stop" | "length")."""
+    t0 = time.time()
+    tok = tokenizer or load_tokenizer(model_path)
+    model = model if model is not None else load_model(model_path, cfg.dtype, cfg.device)
+    stops = stop_token_ids(tok, model)
+    texts = [tok.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True) for p in prompts]
+    ids = [tok(t, add_special_tokens=False).input_ids for t in texts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
+    greedy = cfg.temperature == 0
+    out: dict[int, list[dict]] = {}
+    n_tokens = 0
+    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", dynamic_ncols=True)
+    for b, start in enumerate(range(0, len(order), cfg.batch_size)):
+        idx = order[start:start + cfg.batch_size]
+        batch = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(model.device)
+        torch.manual_seed(cfg.seed + b)
+        with torch.inference_mode():
+            seqs = model.generate(
+                **batch, do_sample=not greedy, temperature=None if greedy else cfg.temperature,
+                top_p=None if greedy else cfg.top_p, top_k=None if greedy else 0,
+                max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.num_samples,
+                pad_token_id=tok.pad_token_id, eos_token_id=stops)
+        new = seqs[:, batch["input_ids"].shape[1]:].cpu()
+        for row, gen in enumerate(new):
+            i, s = idx[row // cfg.num_samples], row % cfg.num_samples
+            ends = [k for k, t in enumerate(gen.tolist()) if t in stops]
+            n = ends[0] if ends else len(gen)
+            n_tokens += n
+            out.setdefault(i, []).append({
+                "prompt_id": prompts[i]["prompt_id"], "sample_idx": s,
+                "completion": tok.decode(gen[:n], skip_special_tokens=True).strip(),
+                "num_tokens": n, "finish_reason": "stop" if ends else "length",
+            })
+        bar.update(len(idx))
+    bar.close()
+    secs = time.time() - t0
+    records = [r for i in range(len(prompts)) for r in out.get(i, [])]
+    stats = {"tokens": n_tokens, "seconds": round(secs, 2), "tokens_per_s": round(n_tokens / max(secs, 1e-9), 1),
+             "model_fingerprint": fingerprint(model), "truncated": sum(r["finish_reason"] == "length" for r in records)}
+    return records, stats

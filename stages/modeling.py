@@ -1,0 +1,75 @@
+"""Loading models and tokenizers the same way in every stage (generate, train, evaluate)."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+
+def pick_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16: bf16 matmuls are fast on this CPU (elsewhere they are emulated and slow)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    """"auto": bf16 on a GPU that supports it or on a CPU with native bf16, else fp32."""
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}") from None
+
+
+def load_tokenizer(path: str, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    if not tok.chat_template:
+        raise ValueError(f"model {path}: the tokenizer has no chat template; use an instruct/chat model or set one")
+    return tok
+
+
+def load_model(path: str, dtype: str = "auto", device: str = "auto"):
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device))
+    return model.to(device).eval()
+
+
+def fingerprint(model) -> str:
+    """A short hash of the model's weights (a few tensors, in fp32): which model produced a dataset."""
+    h = hashlib.sha256()
+    params = list(model.state_dict().items())
+    for name, t in params[:2] + params[-2:]:
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes()[:1 << 20])
+    return h.hexdigest()[:16]
+
+
+def stop_token_ids(tok, model) -> list[int]:
+    ids = {tok.eos_token_id}
+    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    ids |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+    return sorted(i for i in ids if i is not None)

@@ -1,0 +1,142 @@
+"""Train: one round of preference optimisation (or SFT) with TRL, from M(t) to M(t+1).
+
+``trainer: dpo`` — TRL's DPOTrainer. IRPO's loss is DPO + alpha * NLL on the chosen sequence
+(Pang et al. 2024, eq. 1): with ``alpha`` set, this stage asks TRL for ``loss_type=["sigmoid", "sft"]``
+and ``loss_weights=[1, alpha]``; ``alpha: 0`` is plain DPO (``loss_type=["sigmoid"]``); ``alpha: null``
+leaves ``loss_type``/``loss_weights`` to you. Deviation from the paper: TRL's "sft" term is the token-mean
+NLL over the batch's chosen tokens, while the paper divides each sequence's NLL by its own length before
+averaging; the two agree when chosen lengths are equal and differ by a length weighting otherwise.
+``trainer: sft`` — TRL's SFTTrainer on prompt/completion records (the STaR / RFT baseline), loss on the
+completion only.
+
+Reference model: ``reference: previous`` uses M(t) (the model being trained starts from it: TRL loads a
+frozen copy from the same path, or with LoRA disables the adapter); ``reference: initial`` keeps M0.
+``lora`` (peft.LoraConfig keyword arguments) trains an adapter that is merged into the saved model, so
+the next iteration always generates from a plain checkpoint; ``lora: null`` is full fine-tuning.
+Every other key of ``args`` is a TRL DPOConfig/SFTConfig field, passed through unchanged. On a machine
+without CUDA the stage sets ``use_cpu=True`` and ``bf16=False`` unless you set them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+PROJECT_KEYS = ("trainer", "alpha", "reference", "lora", "dtype")
+
+
+@dataclass
+class TrainConfig:
+    trainer: str = "dpo"  # dpo | sft
+    alpha: float | None = 1.0  # NLL weight on chosen (IRPO: 1); 0 = plain DPO; null = use args.loss_type
+    reference: str = "previous"  # previous: M(t) | initial: M0 (DPO only)
+    lora: dict | None = None  # peft.LoraConfig kwargs (r, lora_alpha, target_modules...); null = full FT
+    dtype: str = "float32"  # dtype the trained weights are loaded in (float32 | bfloat16)
+    args: dict = field(default_factory=dict)  # TRL DPOConfig / SFTConfig fields, passed through
+
+    def __post_init__(self) -> None:
+        if self.trainer not in ("dpo", "sft"):
+            raise ValueError(f"train.trainer must be 'dpo' or 'sft', got {self.trainer!r}")
+        if self.reference not in ("previous", "initial"):
+            raise ValueError(f"train.reference must be 'previous' or 'initial', got {self.reference!r}")
+        if self.alpha is not None and self.alpha < 0:
+            raise ValueError(f"train.alpha must be >= 0 (or null), got {self.alpha}")
+        if self.alpha is not None and "loss_type" in self.args and self.trainer == "dpo":
+            raise ValueError("set either train.alpha (IRPO's NLL weight) or train.loss_type, not both "
+                             "(train.alpha=null hands loss_type/loss_weights to TRL unchanged)")
+        valid = {f.name for f in dataclasses.fields(self.trl_config_class())}
+        unknown = sorted(set(self.args) - valid)
+        if unknown:
+            raise ValueError(f"train: unknown TRL {self.trl_config_class().__name__} field(s) {unknown}")
+        for k in ("num_train_epochs", "learning_rate", "per_device_train_batch_size"):
+            if k in self.args and not (self.args[k] and self.args[k] > 0):
+                raise ValueError(f"train.{k} must be > 0, got {self.args[k]}")
+
+    def trl_config_class(self):
+        from trl import DPOConfig, SFTConfig
+
+        return DPOConfig if self.trainer == "dpo" else SFTConfig
+
+
+def _trl_args(cfg: TrainConfig, work_dir: Path, n_examples: int):
+    args = dict(cfg.args)
+    if cfg.trainer == "dpo" and cfg.alpha is not None:
+        args["loss_type"] = ["sigmoid", "sft"] if cfg.alpha > 0 else ["sigmoid"]
+        args["loss_weights"] = [1.0, float(cfg.alpha)] if cfg.alpha > 0 else [1.0]
+    if not torch.cuda.is_available():
+        args.setdefault("use_cpu", True)
+        args.setdefault("bf16", False)
+    args.setdefault("report_to", "none")
+    args.setdefault("save_strategy", "no")
+    args.setdefault("logging_steps", 1)
+    args.setdefault("disable_tqdm", False)
+    return cfg.trl_config_class()(output_dir=str(work_dir), **args)
+
+
+def _load(path: str, dtype: str):
+    from transformers import AutoModelForCausalLM
+
+    from stages.modeling import pick_dtype
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, "cpu"))
+
+
+def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: TrainConfig,
+          initial_model_path: str | None = None, callbacks: list | None = None) -> dict:
+    """Train on `records` (DPO: prompt/chosen/rejected; SFT: prompt/completion, TRL's conversational
+    format; extra provenance columns are dropped) starting from `model_path`, save the resulting plain
+    checkpoint (model + tokenizer) to `output_dir`, and return the training metrics."""
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from stages.modeling import load_tokenizer
+
+    if not records:
+        raise ValueError("train: no training examples (every question was skipped by the pairs stage)")
+    t0 = time.time()
+    output_dir = Path(output_dir)
+    work_dir = output_dir.with_name(output_dir.name + ".trainer")
+    columns = ["prompt", "chosen", "rejected"] if cfg.trainer == "dpo" else ["prompt", "completion"]
+    data = Dataset.from_list([{k: r[k] for k in columns} for r in records])
+    tok = load_tokenizer(model_path, padding_side="right")
+    args = _trl_args(cfg, work_dir, len(records))
+    peft_config = LoraConfig(**{"task_type": "CAUSAL_LM", **cfg.lora}) if cfg.lora else None
+    model = _load(model_path, cfg.dtype)
+    if cfg.trainer == "dpo":
+        from trl import DPOTrainer
+
+        ref = None
+        if cfg.reference == "initial" and initial_model_path and initial_model_path != model_path:
+            ref = _load(initial_model_path, cfg.dtype)
+        trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data, processing_class=tok,
+                             peft_config=peft_config, callbacks=callbacks)
+    else:
+        from trl import SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                             peft_config=peft_config, callbacks=callbacks)
+    result = trainer.train()
+    trained = trainer.model
+    if peft_config is not None:
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(output_dir)
+    tok.padding_side = "left"
+    tok.save_pretrained(output_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    metrics = {"train_loss": float(result.training_loss), "steps": int(trainer.state.global_step),
+               "examples": len(records), "seconds": round(time.time() - t0, 2)}
+    for key in ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
+                "logps/chosen", "logps/rejected"):
+        vals = [h[key] for h in logs if key in h and math.isfinite(h[key])]
+        if vals:
+            metrics[f"{key}_first"], metrics[f"{key}_last"] = float(vals[0]), float(vals[-1])
+            metrics[f"{key}_mean"] = float(sum(vals) / len(vals))
+    del trainer, model, trained
+    return metrics

@@ -1,0 +1,149 @@
+"""Verify: the verifiable checker. Pull the final answer out of a completion and compare it with the gold
+answer; reward 1 if equal, else 0 (IRPO step 2).
+
+Extraction tries the configured extractors in order and the first that finds an answer span wins:
+
+* ``answer_line`` — the last "Answer: X" (also "Final answer: X", "**Answer:** X"), the format the
+  built-in prompt asks for;
+* ``boxed`` — the last ``\\boxed{X}`` (balanced braces);
+* ``answer_is`` — the last "the answer is X";
+* ``last_number`` — the last number in the text (lenient; off by default so the reward measures the
+  asked-for format too; the evaluation reports a lenient accuracy with it on, beside the strict one).
+
+The span is then parsed with math-verify and compared with the parsed gold answer for mathematical
+equivalence (1/2 == 0.5 == \\frac{1}{2}, 1,234 == 1234). Plain numbers take a fast exact path first.
+A completion with no span, or a span math-verify cannot parse, is ``unparseable`` (reward 0, kept apart
+from ``incorrect`` in the statistics). math-verify uses SIGALRM timeouts: call this from the main thread
+or from a worker process, never from a thread.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+EXTRACTORS = ("answer_line", "boxed", "answer_is", "last_number")
+CORRECT, INCORRECT, UNPARSEABLE = "correct", "incorrect", "unparseable"
+MAX_SPAN = 200  # characters of an answer span handed to the parser
+
+
+@dataclass
+class VerifyConfig:
+    extractors: list[str] = field(default_factory=lambda: ["answer_line", "boxed", "answer_is"])
+    timeout_s: int = 3  # math-verify timeout per parse/compare (seconds)
+
+    def __post_init__(self) -> None:
+        unknown = [e for e in self.extractors if e not in EXTRACTORS]
+        if unknown or not self.extractors:
+            raise ValueError(f"judge.extractors: unknown {unknown or 'empty list'}; choose from {list(EXTRACTORS)}")
+
+
+@dataclass
+class Verdict:
+    prompt_id: str
+    sample_idx: int
+    extracted: str | None  # the answer span found (None: nothing found)
+    extractor: str | None  # which extractor found it
+    status: str  # correct | incorrect | unparseable
+    reward: float  # 1.0 correct, 0.0 otherwise
+
+
+_ANSWER_LINE = re.compile(r"(?i)(?:final\s+)?answer\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*([^\n]*)")
+_ANSWER_IS = re.compile(r"(?i)\banswer\s+is\s*:?\s*([^\n]*)")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_PLAIN_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+def _clean(span: str) -> str:
+    span = span.strip().strip("*").strip()
+    span = re.sub(r"^\$+|\$+$", "", span).strip()  # $...$ math or a leading currency sign
+    return span.rstrip(".;,!").strip()[:MAX_SPAN]
+
+
+def _last_boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    i, depth = start + len("\\boxed{"), 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j]
+    return None  # unbalanced
+
+
+def extract_answer(text: str, extractors: list[str] | tuple[str, ...] = ("answer_line", "boxed", "answer_is")
+                   ) -> tuple[str | None, str | None]:
+    """(answer span, extractor name) of the first extractor that finds one, else (None, None)."""
+    for name in extractors:
+        span: str | None = None
+        if name == "answer_line":
+            hits = [m.group(1) for m in _ANSWER_LINE.finditer(text) if _clean(m.group(1))]
+            span = hits[-1] if hits else None
+        elif name == "boxed":
+            span = _last_boxed(text)
+        elif name == "answer_is":
+            hits = [m.group(1) for m in _ANSWER_IS.finditer(text) if _clean(m.group(1))]
+            span = hits[-1] if hits else None
+        elif name == "last_number":
+            nums = _NUMBER.findall(text)
+            span = nums[-1] if nums else None
+        if span is not None and _clean(span):
+            return _clean(span), name
+    return None, None
+
+
+def _plain(s: str) -> float | None:
+    s = s.replace(",", "").replace(" ", "")
+    return float(s) if _PLAIN_NUMBER.match(s) else None
+
+
+@lru_cache(maxsize=4096)
+def _parse(s: str, timeout_s: int):
+    from math_verify import parse
+
+    try:
+        return tuple(parse(s, parsing_timeout=timeout_s))
+    except Exception:
+        return ()
+
+
+def answers_match(gold: str, pred: str, timeout_s: int = 3) -> bool | None:
+    """True/False when `pred` can be compared with `gold`; None when `pred` cannot be parsed."""
+    g, p = _plain(gold), _plain(pred)
+    if g is not None and p is not None:
+        return abs(g - p) <= 1e-9 * max(1.0, abs(g))
+    parsed_pred = _parse(pred, timeout_s)
+    if not parsed_pred:
+        return None
+    parsed_gold = _parse(gold, timeout_s)
+    if not parsed_gold:  # gold not math: compare as normalised text
+        return pred.strip().lower() == gold.strip().lower()
+    from math_verify import verify as mv_verify
+
+    try:
+        return bool(mv_verify(list(parsed_gold), list(parsed_pred), timeout_seconds=timeout_s))
+    except Exception:
+        return False
+
+
+def check(text: str, gold: str, cfg: VerifyConfig) -> tuple[str | None, str | None, str]:
+    """(extracted span, extractor, status) for one completion."""
+    span, how = extract_answer(text, cfg.extractors)
+    if span is None:
+        return None, None, UNPARSEABLE
+    match = answers_match(gold, span, cfg.timeout_s)
+    if match is None:
+        return span, how, UNPARSEABLE
+    return span, how, CORRECT if match else INCORRECT
+
+
+def verify(completions: list[dict], gold: dict[str, str], cfg: VerifyConfig) -> list[Verdict]:
+    """One verdict per completion. `completions` are records with prompt_id, sample_idx and completion;
+    `gold` maps prompt_id to its gold answer."""
+    out = []
+    for c in completions:
+        span, how, status = check(c["completion"], gold[c["prompt_id"]], cfg)
+        out.append(Verdict(c["prompt_id"], int(c["sample_idx"]), span, how, status, 1.0 if status == CORRECT else 0.0))
+    return out
