@@ -137,6 +137,7 @@ class Store:
         self.dir(t).mkdir(parents=True, exist_ok=True)
         tmp = path.with_name("model.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()  # exists while training is in flight
         t0 = time.time()
         stats = compute(tmp)
         shutil.rmtree(path, ignore_errors=True)

@@ -49,13 +49,15 @@ class Verdict:
     reward: float  # 1.0 correct, 0.0 otherwise
 
 
-_ANSWER_LINE = re.compile(r"(?i)(?:final\s+)?answer\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*([^\n]*)")
-_ANSWER_IS = re.compile(r"(?i)\banswer\s+is\s*:?\s*([^\n]*)")
+# one whitespace run before the colon: two adjacent \s* backtracked quadratically on "answer" + long whitespace
+_ANSWER_LINE = re.compile(r"(?i)(?:final\s+)?answer\s*(?:\*\*\s*)?[:：]\s*(?:\*\*)?\s*")
+_ANSWER_IS = re.compile(r"(?i)\banswer\s+is\s*:?\s*")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _PLAIN_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 
 
 def _clean(span: str) -> str:
+    span = re.split(r"(?i)answer\s*(?:\*\*\s*)?[:：]", span)[-1]  # "Answer: Answer: 11" -> "11"
     span = span.strip().strip("*").strip()
     span = re.sub(r"^\$+|\$+$", "", span).strip()  # $...$ math or a leading currency sign
     return span.rstrip(".;,!").strip()[:MAX_SPAN]
@@ -73,19 +75,32 @@ def _last_boxed(text: str) -> str | None:
     return None  # unbalanced
 
 
+def _last_after(prefix: re.Pattern, text: str) -> str | None:
+    """The text after the last match of `prefix` that is followed by something, up to the end of its line or the
+    next match. Matching only the prefix lets a later "the answer is" on the same line win (a [^\n]* group
+    swallowed it); stopping at the next match keeps this linear in len(text)."""
+    ms = list(prefix.finditer(text))
+    for k in range(len(ms) - 1, -1, -1):
+        start = ms[k].end()
+        stop = ms[k + 1].start() if k + 1 < len(ms) else len(text)
+        nl = text.find("\n", start, stop)
+        rest = text[start: nl if nl >= 0 else stop]
+        if _clean(rest):
+            return rest
+    return None
+
+
 def extract_answer(text: str, extractors: list[str] | tuple[str, ...] = ("answer_line", "boxed", "answer_is")
                    ) -> tuple[str | None, str | None]:
     """(answer span, extractor name) of the first extractor that finds one, else (None, None)."""
     for name in extractors:
         span: str | None = None
         if name == "answer_line":
-            hits = [m.group(1) for m in _ANSWER_LINE.finditer(text) if _clean(m.group(1))]
-            span = hits[-1] if hits else None
+            span = _last_after(_ANSWER_LINE, text)
         elif name == "boxed":
             span = _last_boxed(text)
         elif name == "answer_is":
-            hits = [m.group(1) for m in _ANSWER_IS.finditer(text) if _clean(m.group(1))]
-            span = hits[-1] if hits else None
+            span = _last_after(_ANSWER_IS, text)
         elif name == "last_number":
             nums = _NUMBER.findall(text)
             span = nums[-1] if nums else None
@@ -104,7 +119,10 @@ def _parse(s: str, timeout_s: int):
     from math_verify import parse
 
     try:
-        return tuple(parse(s, parsing_timeout=timeout_s))
+        out = parse(s, parsing_timeout=timeout_s)
+        if not out and "\\" in s:  # bare LaTeX (\sqrt{2}, \dfrac{3}{4}): math-verify reads it only inside $...$
+            out = parse(f"${s}$", parsing_timeout=timeout_s)
+        return tuple(out)
     except Exception:
         return ()
 
@@ -114,12 +132,12 @@ def answers_match(gold: str, pred: str, timeout_s: int = 3) -> bool | None:
     g, p = _plain(gold), _plain(pred)
     if g is not None and p is not None:
         return abs(g - p) <= 1e-9 * max(1.0, abs(g))
+    parsed_gold = _parse(gold, timeout_s)
+    if not parsed_gold:  # gold not math ("A", "yes"): compare as normalised text, before the pred parse
+        return pred.strip().lower() == gold.strip().lower()
     parsed_pred = _parse(pred, timeout_s)
     if not parsed_pred:
         return None
-    parsed_gold = _parse(gold, timeout_s)
-    if not parsed_gold:  # gold not math: compare as normalised text
-        return pred.strip().lower() == gold.strip().lower()
     from math_verify import verify as mv_verify
 
     try:

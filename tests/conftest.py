@@ -1,0 +1,47 @@
+"""Shared fixtures: a model cache for the whole session, and a runner for `python -m pipeline` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=tiny", "experiment=smoke"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """Converted/built models, shared by every test of the session (SELFIMPROVE_CACHE wins if set)."""
+    env = os.environ.get("SELFIMPROVE_CACHE")
+    return Path(env) if env else tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def env(cache_dir) -> dict:
+    e = dict(os.environ)
+    e.update({"SELFIMPROVE_CACHE": str(cache_dir), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+              "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"})
+    return e
+
+
+def pipeline_cmd(run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *overrides]
+
+
+def run_pipeline(run_dir: Path, *overrides: str, env: dict, timeout: int = 600, check: bool = True):
+    p = subprocess.run(pipeline_cmd(run_dir, *overrides), cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"pipeline failed ({p.returncode}):\nSTDOUT:\n{p.stdout[-4000:]}\nSTDERR:\n{p.stderr[-6000:]}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_model(cache_dir) -> str:
+    from pipeline.models import resolve_model
+
+    return resolve_model("tiny:llama", cache_dir)

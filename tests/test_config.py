@@ -1,0 +1,105 @@
+"""Config composition: every preset composes into valid stage configs; bad values are refused by name."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+
+from conftest import ROOT
+from pipeline.config import ConfigError, plan, stage_configs, validate
+
+METHODS = ["irpo", "dpo", "star"]
+
+
+def _compose(*overrides: str):
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("method,experiment,model,logger,eval_",
+                         list(itertools.product(METHODS, [None, "smoke"], ["smollm2", "tiny"], ["wandb", "none"],
+                                                ["greedy", "maj"])))
+def test_every_preset_composes_and_validates(method, experiment, model, logger, eval_):
+    cfg = _compose(f"method={method}", f"model={model}", f"logger={logger}", f"eval={eval_}",
+                   *([f"experiment={experiment}"] if experiment else []))
+    validate(cfg)
+    keys = plan(cfg)
+    assert len(keys) == 2 + 6 * cfg.iterations
+    s = stage_configs(cfg)
+    assert cfg.method_name == method
+    if method == "star":
+        assert s.train.trainer == "sft" and s.pairs.rule == "correct"
+    else:
+        assert s.train.trainer == "dpo" and s.pairs.rule == "irpo"
+        assert s.train.alpha == (0.0 if method == "dpo" else 1.0)
+
+
+def test_default_is_irpo_on_the_embedded_model():
+    cfg = _compose()
+    assert cfg.method_name == "irpo" and cfg.model.name_or_path.startswith("embedded:")
+    assert cfg.run_name == "irpo-smollm2-135m-instruct-arithmetic"
+    assert cfg.task.source == "arithmetic" and cfg.logger.kind == "wandb" and cfg.logger.mode == "offline"
+
+
+def test_file_task_and_user_model_names():
+    cfg = _compose("task=file", "task.source=data/my-gsm.jsonl", "model.name_or_path=org/Qwen-0.5B-Instruct")
+    assert cfg.run_name == "irpo-Qwen-0.5B-Instruct-my-gsm"
+
+
+def test_schedule_sets_per_iteration_values():
+    cfg = _compose("iterations=4", "+schedule={generate.temperature: [0.8, 0.8, 1.1]}")
+    assert [stage_configs(cfg, t).generate.temperature for t in (1, 2, 3, 4)] == [0.8, 0.8, 1.1, 1.1]
+    # the schedule is part of the stage identity: iteration 3's generations differ in key from iteration 2's config
+    keys = plan(cfg)
+    assert keys[(3, "generations")].config["generate"]["temperature"] == 1.1
+
+
+@pytest.mark.parametrize("override,message", [
+    ("iterations=0", "iterations must be an integer >= 1"),
+    ("generate.num_samples=-1", "generate: generate.num_samples must be >= 1"),
+    ("pairs.pairs_per_prompt=0", "pairs.pairs_per_prompt (K) must be >= 1"),
+    ("task.prompts_per_iteration=0", "task.prompts_per_iteration must be >= 1"),
+    ("judge.extractors=[nope]", "judge.extractors: unknown"),
+    ("train.learning_rate=-1", "train.learning_rate must be > 0"),
+    ("on_change=maybe", "on_change must be"),
+    ("+schedule={generate.nope: [1]}", "schedule: generate has no field 'nope'"),
+])
+def test_impossible_values_are_refused_with_a_reason(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        validate(_compose(override))
+
+
+def test_unknown_override_key_is_refused_by_hydra():
+    with pytest.raises(ConfigCompositionException, match="betta"):
+        _compose("train.betta=0.1")
+
+
+def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
+    e = {**env, "SELFIMPROVE_CACHE": str(tmp_path / "cache")}
+    p = _cli("train.betta=0.1", f"hydra.run.dir={tmp_path / 'a'}", env=e)
+    assert p.returncode != 0 and "betta" in p.stderr
+    p = _cli("iterations=0", f"hydra.run.dir={tmp_path / 'b'}", env=e)
+    assert p.returncode == 2 and "iterations must be an integer >= 1" in p.stderr
+    p = _cli("task=file", f"task.source={tmp_path / 'missing.jsonl'}", f"hydra.run.dir={tmp_path / 'c'}", env=e)
+    assert p.returncode == 2 and "missing.jsonl" in p.stderr and "not found" in p.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"q": "1+1?", "a": "2"}\n{"q": "2+2?", "a": "4"}\n')
+    p = _cli("task=file", f"task.source={bad}", f"hydra.run.dir={tmp_path / 'd'}", env=e)
+    assert p.returncode == 2 and "bad.jsonl" in p.stderr and "'question'" in p.stderr
+    assert not (tmp_path / "cache").exists()  # no model was converted or loaded
+
+
+def test_cfg_job_prints_the_composed_config(env):
+    p = _cli("--cfg", "job", "method=dpo", "train.beta=0.05", env=env)
+    assert p.returncode == 0
+    assert "method_name: dpo" in p.stdout and "beta: 0.05" in p.stdout and "alpha: 0.0" in p.stdout

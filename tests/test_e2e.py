@@ -1,0 +1,201 @@
+"""End-to-end: `python -m pipeline` in a subprocess on the tiny model (experiment=smoke): artifacts, W&B
+offline files, resume after kill -9 between and inside stages, config-change detection, multirun."""
+
+from __future__ import annotations
+
+import glob
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, TINY, pipeline_cmd, run_pipeline
+from wandb_reader import history, run_info
+
+TABLES = ("prompts", "generations", "verdicts", "pairs", "eval")
+
+
+def _counts(run: Path) -> dict:
+    out = {}
+    for mk in sorted(run.glob("iter_*/*.done.json")):
+        m = json.loads(mk.read_text())
+        out[f"{mk.parent.name}/{m['stage']}"] = m["count"]
+    return out
+
+
+def _table(run: Path, t: int, name: str) -> pd.DataFrame:
+    return pd.read_parquet(run / f"iter_{t:02d}" / f"{name}.parquet")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, env) -> Path:
+    """One uninterrupted two-iteration run with W&B offline, shared by the tests below."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    p = run_pipeline(run, *TINY, env=env)
+    assert "Held-out accuracy per iteration" in p.stdout
+    assert "[iter 1]" in p.stdout and "[iter 2]" in p.stdout
+    return run
+
+
+def test_two_iterations_write_every_artifact(reference_run):
+    run = reference_run
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert (run / "iter_00" / "eval.done.json").is_file()
+    for t in (1, 2):
+        d = run / f"iter_{t:02d}"
+        for name in TABLES:
+            assert (d / f"{name}.parquet").is_file() and (d / f"{name}.done.json").is_file(), (t, name)
+        assert (d / "model" / "config.json").is_file() and (d / "model.done.json").is_file()
+        assert (d / "model" / "tokenizer.json").is_file()
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert metrics["iteration"] == t and 0.0 <= metrics["eval_accuracy"] <= 1.0
+        assert metrics["pairs"] > 0 and metrics["samples"] == 8  # smoke: 4 prompts x 2 samples
+    assert not list(run.glob("iter_*/*.tmp")) and not list(run.glob("iter_*/model.tmp"))
+
+
+def test_datasets_open_with_pandas_and_datasets_with_provenance(reference_run):
+    import datasets
+
+    run = reference_run
+    gens = _table(run, 1, "generations")
+    assert {"iteration", "prompt_id", "sample_idx", "completion", "num_tokens", "finish_reason"} <= set(gens.columns)
+    verdicts = _table(run, 1, "verdicts")
+    assert {"extracted", "status", "reward", "completion", "prompt_id", "sample_idx"} <= set(verdicts.columns)
+    assert set(verdicts["status"]) <= {"correct", "incorrect", "unparseable"}
+    pairs = datasets.load_dataset("parquet", data_files=str(run / "iter_01" / "pairs.parquet"), split="train")
+    row = pairs[0]
+    assert {"prompt", "chosen", "rejected", "iteration", "prompt_id", "chosen_reward", "rejected_reward"} <= set(row)
+    assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
+    assert all(p["chosen"][0]["content"] != p["rejected"][0]["content"] for p in pairs)
+    # the random tiny model never answers correctly: every chosen side is the gold solution
+    assert set(pairs["chosen_sample_idx"]) == {-1}
+
+
+def test_iteration_t_generates_from_model_t_minus_1(reference_run, tiny_model):
+    from stages.modeling import fingerprint, load_model
+
+    run = reference_run
+    g1 = json.loads((run / "iter_01" / "generations.done.json").read_text())["stats"]["model_fingerprint"]
+    g2 = json.loads((run / "iter_02" / "generations.done.json").read_text())["stats"]["model_fingerprint"]
+    assert g1 == fingerprint(load_model(tiny_model))
+    assert g2 == fingerprint(load_model(str(run / "iter_01" / "model")))
+    assert g1 != g2  # training changed the weights, and iteration 2 sampled from the trained model
+
+
+def test_wandb_offline_run_holds_iteration_metrics(reference_run):
+    files = glob.glob(str(reference_run / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(files) == 1
+    info = run_info(files[0])
+    assert info["group"] and info["project"] == "selfimprove"
+    rows = history(files[0])
+    iters = {r["iteration"]: r for r in rows if "iter/eval_accuracy" in r}
+    assert sorted(iters) == [0, 1, 2]
+    for t in (1, 2):
+        for key in ("iter/sample_accuracy", "iter/pairs", "iter/pairs_skipped_no_loser", "iter/train_loss_last",
+                    "iter/train_rewards_margins_mean", "iter/train_logps_chosen_last", "iter/gen_mean_tokens",
+                    "iter/seconds_generations", "iter/seconds_model"):
+            assert key in iters[t], key
+    steps = [r["train/step"] for r in rows if "train/step" in r and "train/loss" in r]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # iterations follow, never overlap
+    metrics = json.loads((reference_run / "iter_02" / "metrics.json").read_text())
+    assert iters[2]["iter/pairs"] == metrics["pairs"]
+
+
+def test_inspect_prints_summary_and_pairs(reference_run, env):
+    p = subprocess.run(["python", "-m", "pipeline.inspect", str(reference_run), "--pairs", "2"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "iter_02: done" in p.stdout and "held-out acc" in p.stdout
+    assert p.stdout.count("CHOSEN (gold solution") == 2
+
+
+def _kill_when(cmd: list[str], env: dict, ready, timeout: float = 300) -> None:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run ended before the kill point"
+            assert time.time() - t0 < timeout, "kill point never reached"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_resume_after_kill_between_stages_matches_uninterrupted(tmp_path, env, reference_run):
+    run = tmp_path / "run"
+    _kill_when(pipeline_cmd(run, *TINY, "logger=none"), env,
+               lambda: (run / "iter_01" / "verdicts.done.json").exists())
+    assert not (run / "iter_01" / "model.done.json").exists()
+    p = run_pipeline(run, *TINY, "logger=none", env=env)
+    assert "[iter 2]" in p.stdout
+    assert _counts(run) == _counts(reference_run)
+    for name in ("generations", "pairs"):  # same seeds: the same datasets
+        pd.testing.assert_frame_equal(_table(run, 2, name), _table(reference_run, 2, name))
+
+
+def test_resume_after_kill_inside_training(tmp_path, env, reference_run):
+    run = tmp_path / "run"
+    def training_for_a_while():
+        if (run / "iter_01" / "model.tmp").exists():
+            time.sleep(1.5)  # well into the DPO steps (the smoke run trains for several seconds)
+            return True
+        return False
+
+    _kill_when(pipeline_cmd(run, *TINY, "logger=none"), env, training_for_a_while)
+    assert not (run / "iter_01" / "model").exists() and not (run / "iter_01" / "model.done.json").exists()
+    assert (run / "iter_01" / "pairs.done.json").exists()
+    run_pipeline(run, *TINY, "logger=none", env=env)
+    assert _counts(run) == _counts(reference_run)
+    assert not list(run.glob("iter_01/model.tmp*"))
+
+
+def test_rerun_of_finished_run_recomputes_nothing(tmp_path, env):
+    run = tmp_path / "run"
+    run_pipeline(run, *TINY, "logger=none", "iterations=1", env=env)
+    before = {p: p.stat().st_mtime_ns for p in run.glob("iter_*/*.done.json")}
+    p = run_pipeline(run, *TINY, "logger=none", "iterations=1", env=env)
+    assert {p: p.stat().st_mtime_ns for p in run.glob("iter_*/*.done.json")} == before
+    assert "[iter 1]" in p.stdout  # the summary is still printed, from the stored results
+    # asking for one more iteration extends the run instead of redoing it
+    run_pipeline(run, *TINY, "logger=none", "iterations=2", env=env)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert (run / "iter_02" / "eval.done.json").exists()
+
+
+def test_changed_stage_config_is_refused_then_recomputed_on_request(tmp_path, env):
+    run = tmp_path / "run"
+    run_pipeline(run, *TINY, "logger=none", "iterations=1", env=env)
+    old_pairs = (run / "iter_01" / "pairs.done.json").read_text()
+    p = run_pipeline(run, *TINY, "logger=none", "iterations=1", "pairs.pairs_per_prompt=1", env=env, check=False)
+    assert p.returncode != 0
+    assert "iter_01/pairs: pairs.pairs_per_prompt: 2 -> 1" in p.stderr
+    assert "on_change=recompute" in p.stderr
+    assert (run / "iter_01" / "pairs.done.json").read_text() == old_pairs  # nothing was touched
+    gen_marker = (run / "iter_01" / "generations.done.json").read_text()
+    run_pipeline(run, *TINY, "logger=none", "iterations=1", "pairs.pairs_per_prompt=1", "on_change=recompute",
+                 env=env)
+    assert (run / "iter_01" / "generations.done.json").read_text() == gen_marker  # upstream reused
+    assert json.loads((run / "iter_01" / "pairs.done.json").read_text())["count"] == 4  # 4 prompts x K=1
+    assert json.loads((run / "iter_01" / "model.done.json").read_text())["count"] == 4  # retrained on them
+
+
+def test_multirun_sweep_gives_each_job_its_folder_and_wandb_run(tmp_path, env):
+    sweep = tmp_path / "sweep"
+    p = subprocess.run([*pipeline_cmd(tmp_path / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}"), "-m",
+                        "train.beta=0.05,0.1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
+    assert len(jobs) == 2 and "train.beta=0.05" in jobs[0] and "train.beta=0.1" in jobs[1], jobs
+    infos = []
+    for j in jobs:
+        assert (sweep / j / "iter_01" / "eval.done.json").exists()
+        files = glob.glob(str(sweep / j / "wandb" / "offline-run-*" / "run-*.wandb"))
+        assert len(files) == 1
+        infos.append(run_info(files[0]))
+    assert infos[0]["group"] == infos[1]["group"] and infos[0]["id"] != infos[1]["id"]
+    assert {i["name"] for i in infos} == set(jobs)

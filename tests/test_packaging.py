@@ -1,0 +1,26 @@
+"""conf/ ships with the package: after a plain (non-editable) install, `python -m pipeline` finds it from any
+working directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_non_editable_install_finds_conf(tmp_path, env):
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                   check=True, timeout=600, capture_output=True)
+    wheel = next(wheels.glob("selfimprove-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, timeout=300, capture_output=True)
+    e = {**env, "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import conf, pipeline; print(conf.__file__, pipeline.__file__)"],
+                           cwd=tmp_path, env=e, capture_output=True, text=True, check=True).stdout
+    assert str(site) in where and str(ROOT) not in where
+    p = subprocess.run([sys.executable, "-m", "pipeline", "--cfg", "job", "method=star"], cwd=tmp_path, env=e,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "method_name: star" in p.stdout and "trainer: sft" in p.stdout

@@ -1,0 +1,97 @@
+"""The train stage with real TRL on the tiny model: parameters change, the loss is finite, LoRA merges."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stages.train import TrainConfig, train
+
+PROMPT = [{"role": "user", "content": "What is 2 + 3? End with 'Answer: <number>'."}]
+
+
+def _pairs(n: int = 4) -> list[dict]:
+    return [{"prompt_id": f"p{i}", "prompt": PROMPT,
+             "chosen": [{"role": "assistant", "content": f"Step 1: 2 + 3 = 5\nAnswer: 5 ({i})"}],
+             "rejected": [{"role": "assistant", "content": f"I think it is {i + 7}."}]} for i in range(n)]
+
+
+ARGS = {"learning_rate": 1e-3, "per_device_train_batch_size": 2, "num_train_epochs": 1, "max_length": 128,
+        "gradient_checkpointing": False, "beta": 0.1, "seed": 0}
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
+
+
+def _changed(before: dict, after: dict) -> int:
+    return sum(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.0])
+def test_dpo_full_finetune_changes_parameters(tiny_model, tmp_path, alpha):
+    out = tmp_path / "m1"
+    metrics = train(tiny_model, _pairs(), out, TrainConfig(alpha=alpha, args=dict(ARGS)))
+    assert math.isfinite(metrics["train_loss"]) and metrics["steps"] == 2
+    assert "rewards/margins_last" in metrics and "logps/chosen_last" in metrics
+    before, after = _weights(tiny_model), _weights(out)
+    assert _changed(before, after) > len(before) // 2
+    assert (out / "tokenizer.json").is_file()
+
+
+def test_nll_term_raises_the_loss_above_plain_dpo(tiny_model, tmp_path):
+    """alpha=1 adds the chosen NLL (about ln|V| ~ 10.8 for a random model) on top of the DPO loss (~0.69)."""
+    irpo = train(tiny_model, _pairs(), tmp_path / "a", TrainConfig(alpha=1.0, args=dict(ARGS)))
+    dpo = train(tiny_model, _pairs(), tmp_path / "b", TrainConfig(alpha=0.0, args=dict(ARGS)))
+    assert dpo["loss_first"] == pytest.approx(math.log(2), abs=0.01)  # DPO starts at ln 2 (policy == reference)
+    assert irpo["loss_first"] > dpo["loss_first"] + 5
+
+
+def test_lora_adapter_is_merged_into_a_plain_checkpoint(tiny_model, tmp_path):
+    out = tmp_path / "lora"
+    cfg = TrainConfig(alpha=1.0, lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                      args=dict(ARGS))
+    metrics = train(tiny_model, _pairs(), out, cfg)
+    assert math.isfinite(metrics["train_loss"])
+    assert not (out / "adapter_config.json").exists()
+    before, after = _weights(tiny_model), _weights(out)
+    assert set(before) == set(after)  # merged: the same parameter names as the base model
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+
+
+def test_reference_initial_uses_m0(tiny_model, tmp_path):
+    m1 = tmp_path / "m1"
+    train(tiny_model, _pairs(), m1, TrainConfig(alpha=0.0, args=dict(ARGS)))
+    prev = train(str(m1), _pairs(), tmp_path / "prev", TrainConfig(alpha=0.0, args=dict(ARGS)))
+    init = train(str(m1), _pairs(), tmp_path / "init", TrainConfig(alpha=0.0, reference="initial", args=dict(ARGS)),
+                 initial_model_path=tiny_model)
+    # against M(t) the first step's margin is 0 (policy == reference); against M0 it is not
+    assert prev["rewards/margins_first"] == pytest.approx(0.0, abs=1e-4)
+    assert abs(init["rewards/margins_first"]) > 1e-3
+
+
+def test_sft_trains_on_completions(tiny_model, tmp_path):
+    out = tmp_path / "sft"
+    recs = [{"prompt": PROMPT, "completion": [{"role": "assistant", "content": "Step 1: 2 + 3 = 5\nAnswer: 5"}]}] * 4
+    args = {k: v for k, v in ARGS.items() if k != "beta"}
+    metrics = train(tiny_model, recs, out, TrainConfig(trainer="sft", alpha=None, args=args))
+    assert math.isfinite(metrics["train_loss"])
+    assert _changed(_weights(tiny_model), _weights(out)) > 0
+
+
+def test_train_config_refuses_bad_values():
+    with pytest.raises(ValueError, match="unknown TRL DPOConfig field"):
+        TrainConfig(args={"betta": 0.1})
+    with pytest.raises(ValueError, match="alpha"):
+        TrainConfig(alpha=-1)
+    with pytest.raises(ValueError, match="either train.alpha"):
+        TrainConfig(alpha=1.0, args={"loss_type": ["ipo"]})
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(args={"learning_rate": 0})
+    with pytest.raises(ValueError, match="no training examples"):
+        train("unused", [], "unused", TrainConfig())
