@@ -14,7 +14,8 @@ frozen copy from the same path, or with LoRA disables the adapter); ``reference:
 ``lora`` (peft.LoraConfig keyword arguments) trains an adapter that is merged into the saved model, so
 the next iteration always generates from a plain checkpoint; ``lora: null`` is full fine-tuning.
 Every other key of ``args`` is a TRL DPOConfig/SFTConfig field, passed through unchanged. On a machine
-without CUDA the stage sets ``use_cpu=True`` and ``bf16=False`` unless you set them.
+without CUDA the stage sets ``use_cpu=True``, and ``bf16`` (autocast; the weights and optimizer stay fp32)
+only where the CPU does bf16 natively (AVX512-BF16/AMX), unless you set them.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ def _trl_args(cfg: TrainConfig, work_dir: Path, n_examples: int):
         args["loss_type"] = ["sigmoid", "sft"] if cfg.alpha > 0 else ["sigmoid"]
         args["loss_weights"] = [1.0, float(cfg.alpha)] if cfg.alpha > 0 else [1.0]
     if not torch.cuda.is_available():
+        from stages.modeling import cpu_has_bf16
+
         args.setdefault("use_cpu", True)
-        args.setdefault("bf16", False)
+        args.setdefault("bf16", cpu_has_bf16())  # bf16 autocast, fp32 master weights: ~1.6x on AVX512-BF16
     args.setdefault("report_to", "none")
     args.setdefault("save_strategy", "no")
     args.setdefault("logging_steps", 1)

@@ -186,8 +186,8 @@ def test_changed_stage_config_is_refused_then_recomputed_on_request(tmp_path, en
 
 def test_multirun_sweep_gives_each_job_its_folder_and_wandb_run(tmp_path, env):
     sweep = tmp_path / "sweep"
-    p = subprocess.run([*pipeline_cmd(tmp_path / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}"), "-m",
-                        "train.beta=0.05,0.1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    cmd = pipeline_cmd(tmp_path / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}", "train.beta=0.05,0.1")
+    p = subprocess.run([*cmd[:3], "-m", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-4000:]
     jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
     assert len(jobs) == 2 and "train.beta=0.05" in jobs[0] and "train.beta=0.1" in jobs[1], jobs
