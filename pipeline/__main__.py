@@ -14,11 +14,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's business
+
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import pipeline.config  # noqa: E402,F401  (registers the ${basename:...} resolver)
+
+
+def _quiet_libraries() -> None:
+    """Keep the console to the pipeline's own progress bars and summaries: no per-file loading bars."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
@@ -29,6 +43,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.loop import run
     from pipeline.store import StaleStageError
 
+    _quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
     try:

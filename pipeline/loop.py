@@ -54,7 +54,7 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None) -> list[dic
             pairs, _ = store.table(t, "pairs", lambda: build_pairs(prompts, verdicts, s.pairs))
             cb = tracker.train_callback(t, train_steps)
             model, trained = store.model(t, lambda out: train(model, pairs, out, s.train, initial_model_path=m0,
-                                                                callbacks=[cb] if cb else None))
+                                                                callbacks=[cb] if cb else None, desc=f"iter {t} train"))
             train_steps += trained["stats"].get("steps", 0)
             _, ev = store.table(t, "eval", lambda: evaluate(model, test, gold, s.eval, s.verify, desc=f"eval M{t}"))
             history.append(iteration_metrics(store, t, ev, seconds=time.time() - t0))

@@ -28,7 +28,7 @@ def iteration_metrics(store, t: int, eval_marker: dict, seconds: float | None = 
         "gen_truncated": gen["stats"]["truncated"],
         "pairs": pairs["count"],
         **{f"pairs_{k}": v for k, v in pairs["stats"].items() if k not in ("pairs",)},
-        **{f"train_{k.replace('/', '_')}": v for k, v in model["stats"].items()},
+        **{k if k.startswith("train_") else f"train_{k.replace('/', '_')}": v for k, v in model["stats"].items()},
     })
     for name in STAGES:
         mk = store.marker(t, name)
@@ -47,11 +47,12 @@ def print_summary_line(m: dict) -> None:
         print(f"[iter 0] M0 held-out accuracy {_pct(m['eval_accuracy'])} (lenient {_pct(m['eval_accuracy_lenient'])})"
               f" on {m['eval_questions']} questions", flush=True)
         return
-    loss = m.get("train_loss_last", m.get("train_train_loss"))
+    loss = m.get("train_loss")
     margin = m.get("train_rewards_margins_mean")
     print(f"[iter {m['iteration']}] samples {m['samples']} acc {_pct(m['sample_accuracy'])} | pairs {m['pairs']} "
           f"(skipped: {m.get('pairs_skipped_no_loser', 0)} all-correct, {m.get('pairs_skipped_no_winner', 0)} no-winner)"
-          f" | train loss {loss:.3f}" + (f" margin {margin:+.3f}" if margin is not None else "")
+          + (" | no training data: model unchanged" if m.get("train_skipped") else f" | train loss {loss:.3f}")
+          + (f" margin {margin:+.3f}" if margin is not None else "")
           + f" | held-out {_pct(m['eval_accuracy'])} (lenient {_pct(m['eval_accuracy_lenient'])})"
           + (f" | {m['seconds_iteration']:.0f}s" if m.get("seconds_iteration") is not None else ""), flush=True)
 
@@ -61,7 +62,7 @@ def format_table(history: list[dict]) -> str:
     head = ["iter", "held-out acc", "lenient acc"] + [k[5:] for k in maj] + ["sample acc", "pairs", "train loss"]
     rows = []
     for m in history:
-        loss = m.get("train_loss_last", m.get("train_train_loss"))
+        loss = m.get("train_loss")
         rows.append([str(m["iteration"]), _pct(m.get("eval_accuracy")), _pct(m.get("eval_accuracy_lenient"))]
                     + [_pct(m.get(k)) for k in maj]
                     + [_pct(m.get("sample_accuracy")), str(m.get("pairs", "-")),

@@ -78,8 +78,35 @@ def _trl_args(cfg: TrainConfig, work_dir: Path, n_examples: int):
     args.setdefault("report_to", "none")
     args.setdefault("save_strategy", "no")
     args.setdefault("logging_steps", 1)
-    args.setdefault("disable_tqdm", False)
+    args.setdefault("disable_tqdm", False)  # False: no PrinterCallback; the stage draws its own bar
     return cfg.trl_config_class()(output_dir=str(work_dir), **args)
+
+
+def _progress_callback(desc: str):
+    """One tqdm bar per training run with the latest loss / reward margin / chosen log-prob as its postfix
+    (instead of transformers printing a dict per logging step)."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, desc=desc, unit="step", dynamic_ncols=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            short = {"loss": "loss", "rewards/margins": "margin", "logps/chosen": "logp_chosen"}
+            post = {v: f"{logs[k]:.3g}" for k, v in short.items() if k in (logs or {})}
+            if post and self.bar is not None:
+                self.bar.set_postfix(post, refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return Progress()
 
 
 def _load(path: str, dtype: str):
@@ -91,19 +118,22 @@ def _load(path: str, dtype: str):
 
 
 def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: TrainConfig,
-          initial_model_path: str | None = None, callbacks: list | None = None) -> dict:
+          initial_model_path: str | None = None, callbacks: list | None = None, desc: str = "train") -> dict:
     """Train on `records` (DPO: prompt/chosen/rejected; SFT: prompt/completion, TRL's conversational
     format; extra provenance columns are dropped) starting from `model_path`, save the resulting plain
-    checkpoint (model + tokenizer) to `output_dir`, and return the training metrics."""
+    checkpoint (model + tokenizer) to `output_dir`, and return the training metrics. With no records the
+    model is saved unchanged (metrics say ``skipped``): an iteration without training data is not an error."""
     from datasets import Dataset
     from peft import LoraConfig
 
     from stages.modeling import load_tokenizer
 
-    if not records:
-        raise ValueError("train: no training examples (every question was skipped by the pairs stage)")
     t0 = time.time()
     output_dir = Path(output_dir)
+    if not records:  # every question was skipped (all correct, or nothing correct for STaR): M(t+1) = M(t)
+        _load(model_path, cfg.dtype).save_pretrained(output_dir)
+        load_tokenizer(model_path).save_pretrained(output_dir)
+        return {"examples": 0, "steps": 0, "seconds": round(time.time() - t0, 2), "skipped": True}
     work_dir = output_dir.with_name(output_dir.name + ".trainer")
     columns = ["prompt", "chosen", "rejected"] if cfg.trainer == "dpo" else ["prompt", "completion"]
     data = Dataset.from_list([{k: r[k] for k in columns} for r in records])
@@ -124,6 +154,10 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
 
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                              peft_config=peft_config, callbacks=callbacks)
+    from transformers.trainer_callback import ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_progress_callback(f"{desc} ({cfg.trainer}, {len(records)} examples)"))
     result = trainer.train()
     trained = trainer.model
     if peft_config is not None:

@@ -199,3 +199,20 @@ def test_multirun_sweep_gives_each_job_its_folder_and_wandb_run(tmp_path, env):
         infos.append(run_info(files[0]))
     assert infos[0]["group"] == infos[1]["group"] and infos[0]["id"] != infos[1]["id"]
     assert {i["name"] for i in infos} == set(jobs)
+
+
+@pytest.mark.parametrize("method,extra", [("dpo", []), ("star", ["eval=maj", "eval.maj_k=2"])])
+def test_baseline_methods_run_end_to_end(tmp_path, env, method, extra):
+    run = tmp_path / "run"
+    p = run_pipeline(run, f"method={method}", *TINY, "iterations=1", "logger=none", *extra, env=env)
+    assert "[iter 1]" in p.stdout
+    cfg = (run / ".hydra" / "config.yaml").read_text()
+    assert f"method_name: {method}" in cfg
+    marker = json.loads((run / "iter_01" / "model.done.json").read_text())
+    assert marker["config"]["train"]["trainer"] == ("sft" if method == "star" else "dpo")
+    metrics = json.loads((run / "iter_01" / "metrics.json").read_text())
+    if method == "star":
+        # the random tiny model is never correct and STaR adds no gold solution: no examples, M1 = M0, no crash
+        assert metrics["pairs"] == 0 and metrics["train_skipped"] is True and "no training data" in p.stdout
+    if extra:
+        assert "eval_maj@2" in metrics

@@ -339,3 +339,18 @@ def test_load_duplicates_dropped_across_whole_file(tmp_path):
     assert task.skipped == {"duplicate": 5}
     got = {p.question: p.answer for p in task.train + task.test}
     assert got == {"Same?": "1", "Other?": "2"}
+
+
+def test_load_dataset_folder_with_train_and_test_splits(tmp_path):
+    """A `datasets.load_dataset` source (here a local folder with train/test files, as a hub dataset would be):
+    its own splits are used, and a train question that is also in the test split is dropped."""
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    _write_jsonl(folder / "train.jsonl", GOOD_ROWS[:8])
+    _write_jsonl(folder / "test.jsonl", GOOD_ROWS[7:12])
+    task = load_task(TaskConfig(source=str(folder), question_field="q", answer_field="a", solution_field="s"))
+    assert len(task.test) == 5 and len(task.train) == 7 and task.skipped == {"in_test_split": 1}
+    assert not {p.question for p in task.train} & {p.question for p in task.test}
+    assert task.train[0].solution and task.train[0].answer == "1"
+    with pytest.raises(ValueError, match="split 'validation'"):
+        load_task(TaskConfig(source=str(folder), question_field="q", answer_field="a", test_split="validation"))

@@ -93,5 +93,10 @@ def test_train_config_refuses_bad_values():
         TrainConfig(alpha=1.0, args={"loss_type": ["ipo"]})
     with pytest.raises(ValueError, match="learning_rate"):
         TrainConfig(args={"learning_rate": 0})
-    with pytest.raises(ValueError, match="no training examples"):
-        train("unused", [], "unused", TrainConfig())
+
+
+def test_no_examples_keeps_the_model_unchanged(tiny_model, tmp_path):
+    metrics = train(tiny_model, [], tmp_path / "same", TrainConfig())
+    assert metrics["skipped"] and metrics["steps"] == 0
+    before, after = _weights(tiny_model), _weights(tmp_path / "same")
+    assert _changed(before, after) == 0
