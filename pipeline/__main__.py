@@ -47,7 +47,8 @@ def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
     try:
-        run(cfg, Path(hc.runtime.output_dir), job_name=hc.job.override_dirname if multirun else None)
+        run(cfg, Path(hc.runtime.output_dir), job_name=hc.job.override_dirname if multirun else None,
+            overrides=list(hc.overrides.task))
     except (ConfigError, StaleStageError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)

@@ -64,24 +64,36 @@ class StageConfigs:
     eval: EvalConfig
 
 
-def _apply_schedule(values: dict[str, dict], schedule: dict, iteration: int) -> None:
-    for dotted, per_iter in schedule.items():
-        group, _, field = str(dotted).partition(".")
-        if group not in values or not field:
-            raise ConfigError(f"schedule: {dotted!r} must be <group>.<field> with group in {sorted(values)}")
-        if field not in values[group] and not (group == "train"):
+def scheduled(cfg: DictConfig) -> dict[str, list]:
+    """The schedule flattened to {"<group>.<field>": [value for iteration 1, 2, ...]}."""
+    sched = _node(cfg, "schedule") if "schedule" in cfg else {}
+    flat = {}
+    for group, fields in (sched or {}).items():
+        if not isinstance(fields, dict):
+            raise ConfigError(f"schedule.{group}: give {{<field>: [value for iteration 1, 2, ...]}}")
+        for field, per_iter in fields.items():
+            if not isinstance(per_iter, list) or not per_iter:
+                raise ConfigError(f"schedule.{group}.{field}: give a non-empty list of per-iteration values")
+            flat[f"{group}.{field}"] = per_iter
+    return flat
+
+
+def _apply_schedule(values: dict[str, dict], flat: dict[str, list], iteration: int) -> None:
+    for key, per_iter in flat.items():
+        group, field = key.split(".", 1)
+        target = "verify" if group == "judge" else group
+        if target not in values:
+            raise ConfigError(f"schedule.{group}: not a stage group (task, generate, judge, pairs, train, eval)")
+        if field not in values[target] and group != "train":  # train also takes any TRL field
             raise ConfigError(f"schedule: {group} has no field {field!r}")
-        if not isinstance(per_iter, list) or not per_iter:
-            raise ConfigError(f"schedule.{dotted}: give a non-empty list of per-iteration values")
-        value = per_iter[min(iteration, len(per_iter)) - 1] if iteration >= 1 else per_iter[0]
-        values[group][field] = value
+        values[target][field] = per_iter[min(max(iteration, 1), len(per_iter)) - 1]
 
 
 def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
     """Typed, validated stage configs for `iteration` (schedule applied). Raises ConfigError naming the key."""
     values = {g: _node(cfg, g) for g in ("task", "generate", "judge", "pairs", "train", "eval")}
     values["verify"] = values.pop("judge")
-    _apply_schedule(values, _node(cfg, "schedule") if "schedule" in cfg else {}, iteration)
+    _apply_schedule(values, scheduled(cfg), iteration)
     train = values["train"]
     project = {k: train.pop(k) for k in list(train) if k in PROJECT_KEYS}
     return StageConfigs(
@@ -94,8 +106,17 @@ def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
     )
 
 
-def validate(cfg: DictConfig) -> None:
-    """Everything that can be checked without loading a model, for every iteration."""
+def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> None:
+    """Everything that can be checked without loading a model, for every iteration. `overrides` are the
+    command-line overrides: one that sets a field the schedule also sets would be silently ignored, so it is
+    refused."""
+    sched = scheduled(cfg)
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key in sched:
+            raise ConfigError(f"{key} is set per iteration by schedule.{key}={sched[key]}, which would win over "
+                              f"{o}: change the schedule instead (schedule.{key}=[...]), or remove it "
+                              f"(~schedule.{key})")
     if not isinstance(cfg.iterations, int) or cfg.iterations < 1:
         raise ConfigError(f"iterations must be an integer >= 1, got {cfg.iterations!r}")
     if cfg.on_change not in ("error", "recompute"):

@@ -23,8 +23,8 @@ from stages.train import train
 from stages.verify import verify
 
 
-def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None) -> list[dict]:
-    validate(cfg)                                   # bad values fail here, before any model loads
+def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: list[str] = ()) -> list[dict]:
+    validate(cfg, overrides)                        # bad values fail here, before any model loads
     store = Store(run_dir, plan(cfg))
     store.check(cfg.on_change)                      # stale results: refuse, or forget them
     s = stage_configs(cfg, 1)

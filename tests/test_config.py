@@ -52,7 +52,7 @@ def test_file_task_and_user_model_names():
 
 
 def test_schedule_sets_per_iteration_values():
-    cfg = _compose("iterations=4", "+schedule={generate.temperature: [0.8, 0.8, 1.1]}")
+    cfg = _compose("iterations=4", "+schedule.generate.temperature=[0.8,0.8,1.1]")
     assert [stage_configs(cfg, t).generate.temperature for t in (1, 2, 3, 4)] == [0.8, 0.8, 1.1, 1.1]
     # the schedule is part of the stage identity: iteration 3's generations differ in key from iteration 2's config
     keys = plan(cfg)
@@ -65,9 +65,12 @@ def test_schedule_sets_per_iteration_values():
     ("pairs.pairs_per_prompt=0", "pairs.pairs_per_prompt (K) must be >= 1"),
     ("task.prompts_per_iteration=0", "task.prompts_per_iteration must be >= 1"),
     ("judge.extractors=[nope]", "judge.extractors: unknown"),
-    ("train.learning_rate=-1", "train.learning_rate must be > 0"),
+    ("train.num_train_epochs=0", "train.num_train_epochs must be > 0"),
+    ("schedule.train.learning_rate=[2e-5,-1]", "train.learning_rate must be > 0"),
     ("on_change=maybe", "on_change must be"),
-    ("+schedule={generate.nope: [1]}", "schedule: generate has no field 'nope'"),
+    ("+schedule.generate.nope=[1]", "schedule: generate has no field 'nope'"),
+    ("+schedule.generate.temperature=[]", "schedule.generate.temperature: give a non-empty list"),
+    ("+schedule.nope.x=[1]", "schedule.nope: not a stage group"),
 ])
 def test_impossible_values_are_refused_with_a_reason(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
@@ -103,3 +106,17 @@ def test_cfg_job_prints_the_composed_config(env):
     p = _cli("--cfg", "job", "method=dpo", "train.beta=0.05", env=env)
     assert p.returncode == 0
     assert "method_name: dpo" in p.stdout and "beta: 0.05" in p.stdout and "alpha: 0.0" in p.stdout
+
+
+def test_an_override_of_a_scheduled_field_is_refused_not_ignored():
+    cfg = _compose("train.learning_rate=1e-6")
+    with pytest.raises(ConfigError, match=r"train.learning_rate is set per iteration by schedule"):
+        validate(cfg, overrides=["train.learning_rate=1e-6"])
+    cfg = _compose("~schedule.train.learning_rate", "train.learning_rate=1e-6")
+    validate(cfg, overrides=["~schedule.train.learning_rate", "train.learning_rate=1e-6"])
+    assert stage_configs(cfg, 3).train.args["learning_rate"] == 1e-6
+
+
+def test_default_schedule_halves_the_learning_rate_after_iteration_1():
+    cfg = _compose()
+    assert [stage_configs(cfg, t).train.args["learning_rate"] for t in (1, 2, 3)] == [2e-5, 1e-5, 1e-5]
