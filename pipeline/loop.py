@@ -5,7 +5,6 @@ written (pipeline/store.py), so rerunning the same command resumes."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -42,7 +41,6 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
         print_summary_line(history[-1])
         train_steps = 0
         for t in range(1, cfg.iterations + 1):
-            t0 = time.time()
             s = stage_configs(cfg, t)               # per-iteration schedule applied
             problems = select_prompts(task.train, t, s.task.prompts_per_iteration, cfg.seed)
             prompts, _ = store.table(t, "prompts", lambda: ([
@@ -57,7 +55,7 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
                                                                 callbacks=[cb] if cb else None, desc=f"iter {t} train"))
             train_steps += trained["stats"].get("steps", 0)
             _, ev = store.table(t, "eval", lambda: evaluate(model, test, gold, s.eval, s.verify, desc=f"eval M{t}"))
-            history.append(iteration_metrics(store, t, ev, seconds=time.time() - t0))
+            history.append(iteration_metrics(store, t, ev))
             store.write_metrics(t, history[-1])
             tracker.log_iteration(t, history[-1])
             tracker.log_pairs(t, pairs)

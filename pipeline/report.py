@@ -8,7 +8,7 @@ from pathlib import Path
 STAGES = ("prompts", "generations", "verdicts", "pairs", "model", "eval")
 
 
-def iteration_metrics(store, t: int, eval_marker: dict, seconds: float | None = None) -> dict:
+def iteration_metrics(store, t: int, eval_marker: dict) -> dict:
     m: dict = {"iteration": t}
     ev = eval_marker["stats"]
     m.update({f"eval_{k}": v for k, v in ev.items()})
@@ -30,11 +30,9 @@ def iteration_metrics(store, t: int, eval_marker: dict, seconds: float | None = 
         **{f"pairs_{k}": v for k, v in pairs["stats"].items() if k not in ("pairs",)},
         **{k if k.startswith("train_") else f"train_{k.replace('/', '_')}": v for k, v in model["stats"].items()},
     })
-    for name in STAGES:
-        mk = store.marker(t, name)
-        m[f"seconds_{name}"] = mk["seconds"] if mk else None
-    if seconds is not None:
-        m["seconds_iteration"] = round(seconds, 1)
+    for name in STAGES:  # compute time as recorded by each stage, so a resumed run reports the same figures
+        m[f"seconds_{name}"] = store.marker(t, name)["seconds"]
+    m["seconds_iteration"] = round(sum(m[f"seconds_{name}"] for name in STAGES), 1)
     return m
 
 
@@ -54,7 +52,7 @@ def print_summary_line(m: dict) -> None:
           + (" | no training data: model unchanged" if m.get("train_skipped") else f" | train loss {loss:.3f}")
           + (f" margin {margin:+.3f}" if margin is not None else "")
           + f" | held-out {_pct(m['eval_accuracy'])} (lenient {_pct(m['eval_accuracy_lenient'])})"
-          + (f" | {m['seconds_iteration']:.0f}s" if m.get("seconds_iteration") is not None else ""), flush=True)
+          + f" | {m['seconds_iteration']:.0f}s", flush=True)
 
 
 def format_table(history: list[dict]) -> str:
