@@ -41,7 +41,7 @@ def main(cfg: DictConfig) -> None:
 
     from pipeline.config import ConfigError
     from pipeline.loop import run
-    from pipeline.store import StaleStageError
+    from pipeline.store import RunInUseError, StaleStageError
 
     _quiet_libraries()
     hc = HydraConfig.get()
@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg, Path(hc.runtime.output_dir), job_name=hc.job.override_dirname if multirun else None,
             overrides=list(hc.overrides.task))
-    except (ConfigError, StaleStageError, FileNotFoundError, KeyError) as e:
+    except (ConfigError, StaleStageError, RunInUseError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         if multirun:

@@ -12,6 +12,7 @@ any moment loses at most the stage in flight, and an output without a marker is 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -49,11 +50,22 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+class RunInUseError(RuntimeError):
+    """Another process holds the run folder."""
+
+
 class Store:
     def __init__(self, root: str | Path, plan: dict[tuple[int, str], PlannedStage]):
         self.root = Path(root)
         self.plan = plan
         self.root.mkdir(parents=True, exist_ok=True)
+        # one writer per run folder: a second process would delete the first one's temporary files below
+        self._lock = open(self.root / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInUseError(f"{self.root} is in use by another pipeline process; wait for it to finish or "
+                                "choose another folder with run_name=... or hydra.run.dir=...") from None
         for leftover in list(self.root.glob("iter_*/*.tmp")) + list(self.root.glob("iter_*/*.trainer")):
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
 

@@ -216,3 +216,15 @@ def test_baseline_methods_run_end_to_end(tmp_path, env, method, extra):
         assert metrics["pairs"] == 0 and metrics["train_skipped"] is True and "no training data" in p.stdout
     if extra:
         assert "eval_maj@2" in metrics
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path, env):
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running pipeline holds it
+        p = run_pipeline(run, *TINY, "logger=none", env=env, check=False)
+    assert p.returncode == 2 and "in use by another pipeline process" in p.stderr
+    assert not (run / "iter_00").exists()
