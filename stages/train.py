@@ -65,7 +65,7 @@ class TrainConfig:
         return DPOConfig if self.trainer == "dpo" else SFTConfig
 
 
-def _trl_args(cfg: TrainConfig, work_dir: Path, n_examples: int):
+def _trl_args(cfg: TrainConfig, work_dir: Path):
     args = dict(cfg.args)
     if cfg.trainer == "dpo" and cfg.alpha is not None:
         args["loss_type"] = ["sigmoid", "sft"] if cfg.alpha > 0 else ["sigmoid"]
@@ -138,7 +138,7 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
     columns = ["prompt", "chosen", "rejected"] if cfg.trainer == "dpo" else ["prompt", "completion"]
     data = Dataset.from_list([{k: r[k] for k in columns} for r in records])
     tok = load_tokenizer(model_path, padding_side="right")
-    args = _trl_args(cfg, work_dir, len(records))
+    args = _trl_args(cfg, work_dir)
     peft_config = LoraConfig(**{"task_type": "CAUSAL_LM", **cfg.lora}) if cfg.lora else None
     model = _load(model_path, cfg.dtype)
     if cfg.trainer == "dpo":
