@@ -57,7 +57,7 @@ _PLAIN_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 
 
 def _clean(span: str) -> str:
-    span = re.split(r"(?i)answer\s*(?:\*\*\s*)?[:：]", span)[-1]  # "Answer: Answer: 11" -> "11"
+    span = _ANSWER_LINE.split(span)[-1]  # "Answer: Answer: 11" -> "11"
     span = span.strip().strip("*").strip()
     span = re.sub(r"^\$+|\$+$", "", span).strip()  # $...$ math or a leading currency sign
     return span.rstrip(".;,!").strip()[:MAX_SPAN]
