@@ -11,12 +11,17 @@ from pathlib import PurePosixPath
 
 from omegaconf import DictConfig, OmegaConf
 
+from stages.bootstrap import BootstrapConfig
 from stages.evaluate import EvalConfig
 from stages.generate import GenerateConfig
+from stages.judge import JudgeConfig
 from stages.pairs import PairsConfig
+from stages.self_instruct import PromptsConfig
 from stages.tasks import TaskConfig
 from stages.train import PROJECT_KEYS, TrainConfig
 from stages.verify import VerifyConfig
+
+GROUPS = ("task", "prompts", "generate", "judge", "pairs", "train", "eval", "bootstrap")
 
 
 def _basename(value: str) -> str:
@@ -57,11 +62,18 @@ def _make(cls, values: dict, group: str):
 @dataclass
 class StageConfigs:
     task: TaskConfig
+    prompts: PromptsConfig
     generate: GenerateConfig
-    verify: VerifyConfig
+    judge: VerifyConfig | JudgeConfig  # what scores the training samples (judge.kind: verify | llm)
+    verify: VerifyConfig  # the task's answer checker, used by the evaluation (= judge when kind is verify)
     pairs: PairsConfig
     train: TrainConfig
     eval: EvalConfig
+    bootstrap: BootstrapConfig | None  # Self-Rewarding's seed fine-tuning before iteration 1 (None: off)
+
+    @property
+    def llm_judge(self) -> JudgeConfig | None:
+        return self.judge if isinstance(self.judge, JudgeConfig) else None
 
 
 def scheduled(cfg: DictConfig) -> dict[str, list]:
@@ -81,29 +93,49 @@ def scheduled(cfg: DictConfig) -> dict[str, list]:
 def _apply_schedule(values: dict[str, dict], flat: dict[str, list], iteration: int) -> None:
     for key, per_iter in flat.items():
         group, field = key.split(".", 1)
-        target = "verify" if group == "judge" else group
-        if target not in values:
-            raise ConfigError(f"schedule.{group}: not a stage group (task, generate, judge, pairs, train, eval)")
-        if field not in values[target] and group != "train":  # train also takes any TRL field
+        if group not in values or group == "bootstrap":
+            raise ConfigError(f"schedule.{group}: not a per-iteration stage group {list(GROUPS[:-1])}")
+        if field not in values[group] and group != "train":  # train also takes any TRL field
             raise ConfigError(f"schedule: {group} has no field {field!r}")
-        values[target][field] = per_iter[min(max(iteration, 1), len(per_iter)) - 1]
+        values[group][field] = per_iter[min(max(iteration, 1), len(per_iter)) - 1]
 
 
 def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
     """Typed, validated stage configs for `iteration` (schedule applied). Raises ConfigError naming the key."""
-    values = {g: _node(cfg, g) for g in ("task", "generate", "judge", "pairs", "train", "eval")}
-    values["verify"] = values.pop("judge")
+    values = {g: _node(cfg, g) if g in cfg else {} for g in GROUPS}
     _apply_schedule(values, scheduled(cfg), iteration)
-    train = values["train"]
-    project = {k: train.pop(k) for k in list(train) if k in PROJECT_KEYS}
+    judge = dict(values["judge"])
+    kind = judge.pop("kind", "verify")
+    if kind == "verify":
+        verify = judge_cfg = _make(VerifyConfig, judge, "judge")
+    elif kind == "llm":
+        verify, judge_cfg = VerifyConfig(), _make(JudgeConfig, {**judge, "kind": "llm"}, "judge")
+    else:
+        raise ConfigError(f"judge.kind must be 'verify' or 'llm', got {kind!r}")
+    boot = dict(values["bootstrap"])
+    boot_train = boot.pop("train", {}) or {}
+    bootstrap = None
+    if boot.pop("enabled", False):
+        if judge_cfg is verify and boot.get("eft", True):
+            raise ConfigError("bootstrap.eft needs an LLM judge (judge=llm): its judging examples use the judge template")
+        bootstrap = _make(BootstrapConfig, {**boot, "train": _make(
+            TrainConfig, {"trainer": "sft", **_train_project(boot_train), "args": boot_train}, "bootstrap.train")}, "bootstrap")
     return StageConfigs(
         task=_make(TaskConfig, values["task"], "task"),
+        prompts=_make(PromptsConfig, values["prompts"], "prompts"),
         generate=_make(GenerateConfig, values["generate"], "generate"),
-        verify=_make(VerifyConfig, values["verify"], "judge"),
+        judge=judge_cfg,
+        verify=verify,
         pairs=_make(PairsConfig, values["pairs"], "pairs"),
-        train=_make(TrainConfig, {**project, "args": train}, "train"),
+        train=_make(TrainConfig, {**_train_project(values["train"]), "args": values["train"]}, "train"),
         eval=_make(EvalConfig, values["eval"], "eval"),
+        bootstrap=bootstrap,
     )
+
+
+def _train_project(train: dict) -> dict:
+    """Pop the project's own train keys out of `train`, leaving the TRL fields."""
+    return {k: train.pop(k) for k in list(train) if k in PROJECT_KEYS}
 
 
 def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> None:
@@ -157,15 +189,47 @@ def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
 
     s0 = stage_configs(cfg, 1)
     test_identity = {k: v for k, v in as_dict(s0.task).items() if k != "prompts_per_iteration"}
-    add(0, "model", {"model": model}, [])
-    add(0, "eval", {"eval": as_dict(s0.eval), "judge": as_dict(s0.verify), "task": test_identity}, [(0, "model")])
+
+    def who(spec: str, current: int) -> tuple[dict, list]:
+        """A model named in config: its identity and the stage it depends on (current / initial / a path)."""
+        if spec == "current":
+            return {"model": "current"}, [(current, "model")]
+        if spec == "initial":
+            return {"model": "initial"}, [(0, "model")]
+        return {"model": spec}, []
+
+    def eval_stage(t: int, s: StageConfigs) -> None:
+        config = {"eval": as_dict(s.eval), "judge": as_dict(s.verify), "task": test_identity}
+        deps = [(t, "model")]
+        if s.eval.win_rate and t > 0:
+            ident, extra = who(s.eval.win_rate_judge, t)
+            config["win_rate_judge"], deps = ident, deps + [(0, "eval")] + extra
+        if s.eval.judge_quality and s.llm_judge:
+            ident, extra = who(s.llm_judge.model, t)
+            config["llm_judge"], deps = {**as_dict(s.llm_judge), **ident}, deps + extra
+        add(t, "eval", config, list(dict.fromkeys(deps)))
+
+    if s0.bootstrap:
+        add(0, "bootstrap", {"bootstrap": {k: v for k, v in as_dict(s0.bootstrap).items() if k != "train"},
+                             "judge_template": s0.llm_judge.template if s0.llm_judge else None,
+                             "pairwise_template": s0.eval.pairwise_template if s0.eval.win_rate else None}, [])
+        add(0, "model", {"model": model, "train": as_dict(s0.bootstrap.train)}, [(0, "bootstrap")])
+    else:
+        add(0, "model", {"model": model}, [])
+    eval_stage(0, s0)
     for t in range(1, cfg.iterations + 1):
         s = stage_configs(cfg, t)
-        add(t, "prompts", {"task": as_dict(s.task), "seed": cfg.seed, "iteration": t}, [])
+        if s.prompts.source == "task":
+            add(t, "prompts", {"task": as_dict(s.task), "seed": cfg.seed, "iteration": t}, [])
+        else:
+            ident, deps = who(s.prompts.model, t - 1)
+            previous = [(t - 1, "prompts")] if t > 1 and s.prompts.generated_shots else []
+            add(t, "prompts", {"prompts": {**as_dict(s.prompts), **ident}, "iteration": t}, deps + previous)
         add(t, "generations", {"generate": as_dict(s.generate)}, [(t, "prompts"), (t - 1, "model")])
-        add(t, "verdicts", {"judge": as_dict(s.verify)}, [(t, "generations")])
-        add(t, "pairs", {"pairs": as_dict(s.pairs)}, [(t, "verdicts")])
+        ident, deps = who(s.llm_judge.model, t - 1) if s.llm_judge else ({}, [])
+        add(t, "judgments", {"judge": {**as_dict(s.judge), **ident}}, list(dict.fromkeys([(t, "generations")] + deps)))
+        add(t, "pairs", {"pairs": as_dict(s.pairs)}, [(t, "judgments")])
         ref = [(0, "model")] if s.train.reference == "initial" else []
         add(t, "model", {"train": as_dict(s.train)}, [(t, "pairs"), (t - 1, "model")] + ref)
-        add(t, "eval", {"eval": as_dict(s.eval), "judge": as_dict(s.verify), "task": test_identity}, [(t, "model")])
+        eval_stage(t, s)
     return out

@@ -2,6 +2,7 @@
 
     python -m pipeline.inspect outputs/irpo-smollm2-135m-instruct-arithmetic
     python -m pipeline.inspect <run dir> --pairs 3 --iteration 2     # show 3 pairs of iteration 2
+    python -m pipeline.inspect <run dir> --judgments 2               # 2 judged responses with the judge's text
 
 Every table in an iteration folder is a Parquet file: open it with pandas or datasets directly, e.g.
     pandas.read_parquet("<run>/iter_01/pairs.parquet")
@@ -47,27 +48,54 @@ def summary(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def show_pairs(run_dir: Path, n: int, iteration: int | None, width: int = 300) -> str:
+def _latest(run_dir: Path, name: str, n: int, iteration: int | None):
+    """(path, first n rows, header lines) of table `name` of `iteration` (default: the last one that has it)."""
     import pandas as pd
 
-    files = sorted(run_dir.glob("iter_*/pairs.parquet"))
+    files = sorted(run_dir.glob(f"iter_*/{name}.parquet"))
     if iteration is not None:
         files = [f for f in files if f.parent.name == f"iter_{iteration:02d}"]
     if not files:
-        return "no pairs found" + (f" for iteration {iteration}" if iteration is not None else "")
+        return None, None, [f"no {name} found" + (f" for iteration {iteration}" if iteration is not None else "")]
     df = pd.read_parquet(files[-1])
-    out = [f"\n{files[-1]} ({len(df)} rows), first {min(n, len(df))}:"]
-    for _, r in df.head(n).iterrows():
+    return files[-1], df.head(n), [f"\n{files[-1]} ({len(df)} rows), first {min(n, len(df))}:"]
+
+
+def show_pairs(run_dir: Path, n: int, iteration: int | None, width: int = 300) -> str:
+    path, df, out = _latest(run_dir, "pairs", n, iteration)
+    for _, r in ([] if df is None else df.iterrows()):
         out.append(f"\n--- {r['prompt_id']} (iteration {r['iteration']})")
         out.append("PROMPT:   " + _clip(r["prompt"][-1]["content"], width))
         if "chosen" in r:
             src = "gold solution" if r["chosen_sample_idx"] == -1 else f"sample {r['chosen_sample_idx']}"
-            out.append(f"CHOSEN ({src}, reward {r['chosen_reward']:.0f}):")
+            out.append(f"CHOSEN ({src}, reward {r['chosen_reward']:.2f}):")
             out.append(textwrap.indent(_clip(r["chosen"][-1]["content"], width), "    "))
-            out.append(f"REJECTED (sample {r['rejected_sample_idx']}, reward {r['rejected_reward']:.0f}):")
+            out.append(f"REJECTED (sample {r['rejected_sample_idx']}, reward {r['rejected_reward']:.2f}):")
             out.append(textwrap.indent(_clip(r["rejected"][-1]["content"], width), "    "))
         else:
             out.append("COMPLETION: " + _clip(r["completion"][-1]["content"], width))
+    return "\n".join(out)
+
+
+def show_judgments(run_dir: Path, n: int, iteration: int | None, width: int = 300) -> str:
+    import pandas as pd
+
+    path, df, out = _latest(run_dir, "judgments", n, iteration)
+    if df is None:
+        return out[0]
+    prompts = pd.read_parquet(path.with_name("prompts.parquet")).set_index("prompt_id")
+    for _, r in df.iterrows():
+        out.append(f"\n--- {r['prompt_id']} sample {r['sample_idx']} (iteration {r['iteration']})")
+        out.append("PROMPT:   " + _clip(prompts.loc[r["prompt_id"], "messages"][-1]["content"], width))
+        out.append("RESPONSE: " + _clip(r["completion"], width))
+        if "judgments" in r:  # an LLM judge: every judgment and its parsed score (None = dropped)
+            score = "no valid judgment" if r["reward"] is None or r["reward"] != r["reward"] else f"{r['reward']:.2f}"
+            scores = [None if x is None or x != x else float(x) for x in r["judgment_scores"]]
+            out.append(f"SCORE: {score} from {scores}")
+            for k, j in enumerate(r["judgments"]):
+                out.append(textwrap.indent(f"judgment {k}: " + _clip(j, width), "    "))
+        else:  # the verifiable checker
+            out.append(f"VERDICT: {r['status']} (extracted {r['extracted']!r}, reward {r['reward']:.0f})")
     return "\n".join(out)
 
 
@@ -76,12 +104,15 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--pairs", type=int, default=0, help="show this many pairs (default: none)")
-    ap.add_argument("--iteration", type=int, default=None, help="iteration whose pairs to show (default: last)")
+    ap.add_argument("--judgments", type=int, default=0, help="show this many judged responses (default: none)")
+    ap.add_argument("--iteration", type=int, default=None, help="iteration to show (default: last)")
     a = ap.parse_args(argv)
     try:
         print(summary(a.run_dir))
         if a.pairs:
             print(show_pairs(a.run_dir, a.pairs, a.iteration))
+        if a.judgments:
+            print(show_judgments(a.run_dir, a.judgments, a.iteration))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

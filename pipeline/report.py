@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-STAGES = ("prompts", "generations", "verdicts", "pairs", "model", "eval")
+STAGES = ("prompts", "generations", "judgments", "pairs", "model", "eval")
 
 
 def iteration_metrics(store, t: int, eval_marker: dict) -> dict:
@@ -15,14 +15,14 @@ def iteration_metrics(store, t: int, eval_marker: dict) -> dict:
     m["eval_seconds"] = eval_marker["seconds"]
     if t == 0:
         return m
-    gen, ver, pairs, model = (store.marker(t, n) for n in ("generations", "verdicts", "pairs", "model"))
+    prompts, gen, judged, pairs, model = (store.marker(t, n) for n in ("prompts", "generations", "judgments", "pairs",
+                                                                        "model"))
     n = max(gen["count"], 1)
-    counts = ver["stats"]
+    js = judged["stats"]
     m.update({
-        "prompts": store.marker(t, "prompts")["count"],
+        "prompts": prompts["count"],
+        **{f"prompts_{k}": v for k, v in prompts["stats"].items() if isinstance(v, (int, float))},
         "samples": gen["count"],
-        "sample_accuracy": counts["correct"] / n,
-        "sample_unparseable_rate": counts["unparseable"] / n,
         "gen_tokens_per_s": gen["stats"]["tokens_per_s"],
         "gen_mean_tokens": gen["stats"]["tokens"] / n,
         "gen_truncated": gen["stats"]["truncated"],
@@ -30,6 +30,10 @@ def iteration_metrics(store, t: int, eval_marker: dict) -> dict:
         **{f"pairs_{k}": v for k, v in pairs["stats"].items() if k not in ("pairs",)},
         **{k if k.startswith("train_") else f"train_{k.replace('/', '_')}": v for k, v in model["stats"].items()},
     })
+    if "correct" in js:  # the verifiable checker
+        m.update({"sample_accuracy": js["correct"] / n, "sample_unparseable_rate": js["unparseable"] / n})
+    else:  # an LLM judge
+        m.update({f"judge_{k}": v for k, v in js.items() if isinstance(v, (int, float, type(None))) and k != "judge_fingerprint"})
     for name in STAGES:  # compute time as recorded by each stage, so a resumed run reports the same figures
         m[f"seconds_{name}"] = store.marker(t, name)["seconds"]
     m["seconds_iteration"] = round(sum(m[f"seconds_{name}"] for name in STAGES), 1)
@@ -40,31 +44,76 @@ def _pct(x) -> str:
     return "   -  " if x is None else f"{100 * x:5.1f}%"
 
 
+def _eval_part(m: dict) -> str:
+    if "eval_instruction_accuracy" in m:
+        out = (f"held-out constraints met {_pct(m['eval_accuracy'])} of prompts, "
+               f"{_pct(m['eval_instruction_accuracy'])} of constraints")
+    else:
+        out = f"held-out {_pct(m['eval_accuracy'])} (lenient {_pct(m['eval_accuracy_lenient'])})"
+    if "eval_vs_m0_comparisons" in m:
+        out += (f" | vs M0 win {_pct(m['eval_vs_m0_win_rate'])} ({m['eval_vs_m0_wins']}W/{m['eval_vs_m0_ties']}T/"
+                f"{m['eval_vs_m0_losses']}L, {m['eval_vs_m0_no_verdict']} no verdict)")
+    if "eval_judge_agreement" in m:
+        agree = m["eval_judge_agreement"]
+        out += f" | judge agreement {'-' if agree is None else f'{agree:.2f}'}"
+    return out
+
+
+def warnings_for(m: dict) -> list[str]:
+    out = []
+    for prefix, where in (("judge_", "training judgments"), ("eval_judge_", "held-out judgments")):
+        if m.get(f"{prefix}collapsed"):
+            out.append(f"[iter {m['iteration']}] WARNING: judge scores collapsing toward the maximum: "
+                       f"{_pct(m[f'{prefix}top_share']).strip()} of {where} give the top score")
+    return out
+
+
 def print_summary_line(m: dict) -> None:
     if m["iteration"] == 0:
-        print(f"[iter 0] M0 held-out accuracy {_pct(m['eval_accuracy'])} (lenient {_pct(m['eval_accuracy_lenient'])})"
-              f" on {m['eval_questions']} questions", flush=True)
-        return
-    loss = m.get("train_loss")
-    margin = m.get("train_rewards_margins_mean")
-    print(f"[iter {m['iteration']}] samples {m['samples']} acc {_pct(m['sample_accuracy'])} | pairs {m['pairs']} "
-          f"(skipped: {m.get('pairs_skipped_no_loser', 0)} all-correct, {m.get('pairs_skipped_no_winner', 0)} no-winner)"
-          + (" | no training data: model unchanged" if m.get("train_skipped") else f" | train loss {loss:.3f}")
-          + (f" margin {margin:+.3f}" if margin is not None else "")
-          + f" | held-out {_pct(m['eval_accuracy'])} (lenient {_pct(m['eval_accuracy_lenient'])})"
-          + f" | {m['seconds_iteration']:.0f}s", flush=True)
+        print(f"[iter 0] M0 {_eval_part(m)} on {m['eval_questions']} prompts", flush=True)
+    else:
+        loss = m.get("train_loss")
+        margin = m.get("train_rewards_margins_mean")
+        parts = [f"[iter {m['iteration']}]"]
+        if "prompts_written" in m:
+            parts.append(f"self-instruct kept {m['prompts_kept']}/{m['prompts_written']} |")
+        parts.append(f"samples {m['samples']}")
+        if "sample_accuracy" in m:
+            parts.append(f"acc {_pct(m['sample_accuracy'])} | pairs {m['pairs']} (skipped: "
+                         f"{m.get('pairs_skipped_no_loser', 0)} all-correct, {m.get('pairs_skipped_no_winner', 0)} no-winner)")
+        else:
+            mean = m.get("judge_score_mean")
+            parts.append(f"| judged {m['judge_valid']}/{m['judge_judgments']} valid, mean score "
+                         f"{'-' if mean is None else f'{mean:.2f}'} | pairs {m['pairs']} (skipped: "
+                         f"{m.get('pairs_skipped_tie', 0)} tie, {m.get('pairs_skipped_small_gap', 0)} small gap, "
+                         f"{m.get('pairs_skipped_too_few_scored', 0)} unscored)")
+        parts.append("| no training data: model unchanged" if m.get("train_skipped") else f"| train loss {loss:.3f}"
+                     + (f" margin {margin:+.3f}" if margin is not None else ""))
+        parts.append(f"| {_eval_part(m)} | {m['seconds_iteration']:.0f}s")
+        print(" ".join(parts), flush=True)
+    for w in warnings_for(m):
+        print(w, flush=True)
 
 
 def format_table(history: list[dict]) -> str:
     maj = sorted({k for m in history for k in m if k.startswith("eval_maj@")})
-    head = ["iter", "held-out acc", "lenient acc"] + [k[5:] for k in maj] + ["sample acc", "pairs", "train loss"]
+    open_ended = any("eval_instruction_accuracy" in m for m in history)
+    extra = [("eval_vs_m0_win_rate", "win vs M0"), ("eval_judge_agreement", "judge agree"),
+             ("judge_score_mean", "mean score")]
+    extra = [(k, name) for k, name in extra if any(m.get(k) is not None for m in history)]
+    acc = ["constraints met", "of constraints"] if open_ended else ["held-out acc", "lenient acc"]
+    head = ["iter"] + acc + [k[5:] for k in maj] + [name for _, name in extra] + (
+        [] if open_ended and "sample_accuracy" not in history[-1] else ["sample acc"]) + ["pairs", "train loss"]
     rows = []
     for m in history:
         loss = m.get("train_loss")
-        rows.append([str(m["iteration"]), _pct(m.get("eval_accuracy")), _pct(m.get("eval_accuracy_lenient"))]
+        rows.append([str(m["iteration"]), _pct(m.get("eval_accuracy")),
+                     _pct(m.get("eval_instruction_accuracy" if open_ended else "eval_accuracy_lenient"))]
                     + [_pct(m.get(k)) for k in maj]
-                    + [_pct(m.get("sample_accuracy")), str(m.get("pairs", "-")),
-                       "-" if loss is None else f"{loss:.3f}"])
+                    + [(_pct(m.get(k)) if k != "judge_score_mean" and k != "eval_judge_agreement"
+                        else "-" if m.get(k) is None else f"{m[k]:.2f}") for k, _ in extra]
+                    + ([] if open_ended and "sample_accuracy" not in history[-1] else [_pct(m.get("sample_accuracy"))])
+                    + [str(m.get("pairs", "-")), "-" if loss is None else f"{loss:.3f}"])
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     line = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])

@@ -1,7 +1,7 @@
 """The per-iteration artifact store: paths, atomic writes, completion markers, resume.
 
     <run>/iter_00/eval.parquet + eval.done.json                  (iteration 0: the starting model)
-    <run>/iter_01/prompts.parquet, generations.parquet, verdicts.parquet, pairs.parquet, model/, eval.parquet,
+    <run>/iter_01/prompts.parquet, generations.parquet, judgments.parquet, pairs.parquet, model/, eval.parquet,
                   each followed by <name>.done.json, and metrics.json
 
 A stage's output is written under a temporary name and renamed into place; its marker

@@ -9,6 +9,11 @@ changes the numerics, not the algorithm.
 
     from stages.generate import GenerateConfig, generate
     recs, stats = generate("path/to/model", [{"prompt_id": "a", "messages": [...]}], GenerateConfig())
+
+A model named ``py:package.module:function`` is a Python callable instead of a checkpoint (an API model, or a
+scripted stand-in in tests): it is called once as ``function(prompts, cfg)`` and returns, for each prompt,
+a list of ``num_samples`` completion strings. Every stage that prompts a model (generate, judge,
+self-instruct, evaluation judges) goes through here, so each of them accepts such a model.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
     """prompts: records with prompt_id and messages (chat format). Returns (records, stats): one record per
     (prompt, sample) with prompt_id, sample_idx, completion, num_tokens, finish_reason ("stop" | "length")."""
     t0 = time.time()
+    if str(model_path).startswith("py:"):
+        return _generate_py(str(model_path), prompts, cfg, t0)
     tok = tokenizer or load_tokenizer(model_path)
     model = model if model is not None else load_model(model_path, cfg.dtype, cfg.device)
     stops = stop_token_ids(tok, model)
@@ -92,3 +99,30 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
     stats = {"tokens": n_tokens, "seconds": round(secs, 2), "tokens_per_s": round(n_tokens / max(secs, 1e-9), 1),
              "model_fingerprint": fingerprint(model), "truncated": sum(r["finish_reason"] == "length" for r in records)}
     return records, stats
+
+
+def python_model(spec: str):
+    """The callable named by ``py:package.module:function``."""
+    import importlib
+
+    target = spec[3:]
+    module, _, name = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"model {spec!r}: cannot import {name or '<function>'} from {module!r} "
+                         f"(give py:package.module:function): {e}") from e
+    return fn
+
+
+def _generate_py(spec: str, prompts: list[dict], cfg: GenerateConfig, t0: float) -> tuple[list[dict], dict]:
+    outs = python_model(spec)(prompts, cfg)
+    if len(outs) != len(prompts) or any(len(o) != cfg.num_samples for o in outs):
+        raise ValueError(f"model {spec!r} must return {cfg.num_samples} completion(s) for each of {len(prompts)} prompts")
+    records = [{"prompt_id": p["prompt_id"], "sample_idx": s, "completion": str(text).strip(),
+                "num_tokens": len(str(text).split()), "finish_reason": "stop"}
+               for p, o in zip(prompts, outs) for s, text in enumerate(o)]
+    secs = time.time() - t0
+    n = sum(r["num_tokens"] for r in records)
+    return records, {"tokens": n, "seconds": round(secs, 2), "tokens_per_s": round(n / max(secs, 1e-9), 1),
+                     "model_fingerprint": spec, "truncated": 0}

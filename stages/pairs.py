@@ -9,6 +9,11 @@ lcm(|winners|, |losers|) steps, after which it would only repeat pairs (deviatio
 how it avoids duplicates). A pair whose two sides are the same text is never emitted. ``max_pairs`` caps
 the total (a seeded sample, keeping at least one pair per question where it can).
 
+``rule: score`` — Self-Rewarding's pairs (Yuan et al. 2024, §2.4): per prompt, the response with the highest
+judge score (``reward``, an average of judgments) is chosen and the one with the lowest is rejected; a
+response without a score (no valid judgment) takes no part. Equal scores, or a gap below ``min_gap``,
+give no pair (skipped and counted); among equally scored candidates for a side, a seeded draw picks one.
+
 ``rule: correct`` — the STaR / rejection-sampling fine-tuning baseline: every distinct correct
 self-generated completion becomes an SFT example (prompt/completion), at most ``pairs_per_prompt`` per
 question; the gold solution is added only if ``include_gold``.
@@ -29,16 +34,19 @@ GOLD = -1  # sample_idx of the gold solution when it is used as a winner
 
 @dataclass
 class PairsConfig:
-    rule: str = "irpo"  # irpo (preference pairs) | correct (SFT examples: STaR)
+    rule: str = "irpo"  # irpo (correct vs incorrect) | score (best vs worst judge score) | correct (SFT: STaR)
     pairs_per_prompt: int = 10  # K (paper: 10 GSM8K, 20 ARC, 15 MATH)
     include_gold: bool = True  # add the gold solution to the winners (IRPO: yes)
     unparseable_as_loser: bool = True  # a completion with no parseable answer is a loser (reward 0)
     max_pairs: int | None = None  # cap on the total (None = no cap)
+    min_gap: float = 0.0  # rule=score: a best-worst score gap below this gives no pair (a tie never does)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.rule not in ("irpo", "correct"):
-            raise ValueError(f"pairs.rule must be 'irpo' or 'correct', got {self.rule!r}")
+        if self.rule not in ("irpo", "score", "correct"):
+            raise ValueError(f"pairs.rule must be 'irpo', 'score' or 'correct', got {self.rule!r}")
+        if self.min_gap < 0:
+            raise ValueError(f"pairs.min_gap must be >= 0, got {self.min_gap}")
         if self.pairs_per_prompt < 1:
             raise ValueError(f"pairs.pairs_per_prompt (K) must be >= 1, got {self.pairs_per_prompt}")
         if self.max_pairs is not None and self.max_pairs < 1:
@@ -76,16 +84,23 @@ def _cap(records: list[dict], max_pairs: int | None, seed: int) -> list[dict]:
 
 def build_pairs(prompts: list[dict], candidates: list[dict], cfg: PairsConfig) -> tuple[list[dict], dict]:
     """prompts: records with prompt_id, messages, solution (or None).
-    candidates: records with prompt_id, sample_idx, completion, reward (1 correct / 0 not), status.
-    Returns (records, stats)."""
+    candidates: records with prompt_id, sample_idx, completion, reward (1 correct / 0 not; or a judge score,
+    None = unscored), status. Returns (records, stats)."""
     by_prompt: dict[str, list[dict]] = defaultdict(list)
     for c in candidates:
         by_prompt[c["prompt_id"]].append(c)
     stats = {"prompts": len(prompts), "prompts_with_pairs": 0, "skipped_no_winner": 0, "skipped_no_loser": 0,
              "same_text": 0, "capped": 0, "gold_used": 0}
+    if cfg.rule == "score":
+        stats.update({"skipped_too_few_scored": 0, "skipped_tie": 0, "skipped_small_gap": 0})
     records: list[dict] = []
     for p in prompts:
         cands = sorted(by_prompt.get(p["prompt_id"], []), key=lambda c: c["sample_idx"])
+        if cfg.rule == "score":
+            new = _score_pair(p, cands, cfg, stats)
+            stats["prompts_with_pairs"] += bool(new)
+            records += new
+            continue
         winners = _distinct([(c["sample_idx"], c["completion"], c["reward"]) for c in cands if c["reward"] > 0])
         losers = _distinct([(c["sample_idx"], c["completion"], c["reward"]) for c in cands if c["reward"] <= 0
                             and (cfg.unparseable_as_loser or c["status"] != "unparseable")])
@@ -140,3 +155,23 @@ def _sft_examples(p: dict, winners: list, cfg: PairsConfig, stats: dict) -> list
         "completion": [{"role": "assistant", "content": wt}],
         "sample_idx": wi, "reward": float(wr),
     } for wi, wt, wr in winners[: cfg.pairs_per_prompt]]
+
+
+def _score_pair(p: dict, cands: list[dict], cfg: PairsConfig, stats: dict) -> list[dict]:
+    scored = _distinct([(c["sample_idx"], c["completion"], c["reward"]) for c in cands if c["reward"] is not None])
+    if len(scored) < 2:
+        stats["skipped_too_few_scored"] += 1
+        return []
+    rng = random.Random(f"{cfg.seed}:{p['prompt_id']}")
+    rng.shuffle(scored)  # equal scores: a seeded choice, not always the first sample
+    (wi, wt, wr), (li, lt, lr) = max(scored, key=lambda x: x[2]), min(scored, key=lambda x: x[2])
+    if wr == lr:
+        stats["skipped_tie"] += 1
+        return []
+    if wr - lr < cfg.min_gap:
+        stats["skipped_small_gap"] += 1
+        return []
+    return [{"prompt_id": p["prompt_id"], "prompt": p["messages"],
+             "chosen": [{"role": "assistant", "content": wt}], "rejected": [{"role": "assistant", "content": lt}],
+             "chosen_sample_idx": wi, "rejected_sample_idx": li,
+             "chosen_reward": float(wr), "rejected_reward": float(lr)}]

@@ -19,6 +19,7 @@ Two sources, one record type (`Problem`):
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +32,20 @@ class Problem:
     answer: str  # gold final answer, as text ("42", "3/4", "\\frac{1}{2}")
     solution: str | None = None  # gold step-by-step solution in the prompted answer format, if any
     kind: str = ""  # problem family (built-in task) or "" for external data
-    difficulty: int = 0  # 1..3 for the built-in task, 0 when unknown
+    difficulty: int = 0  # 1..3 for the built-in tasks, 0 when unknown
+    checker: str = "answer"  # answer: compare final answers | constraints: rule checks (answer = JSON list)
+
+    def target(self):
+        """What a completion is checked against: the gold answer, or the list of constraints."""
+        return json.loads(self.answer) if self.checker == "constraints" else self.answer
 
 
 @dataclass
 class TaskConfig:
     """Where problems come from and how they are asked.
 
-    source: "arithmetic" (built-in) or a path to a .jsonl/.json/.parquet/.csv file, or a
+    source: "arithmetic" (built-in word problems), "constraints" (built-in instructions with rule-checked
+        constraints, stages/constraints.py) or a path to a .jsonl/.json/.parquet/.csv file, or a
         `datasets.load_dataset` name (a hub id or a local dataset folder) — the hub works only online.
     prompt_template: the user message; `{question}` is replaced by the question.
     system_prompt: optional system message ("" = none; the chat template may add its own default).
@@ -73,7 +80,7 @@ class TaskConfig:
             raise ValueError(f"task.max_test must be >= 1 or null, got {self.max_test}")
         if "{question}" not in self.prompt_template:
             raise ValueError("task.prompt_template must contain the placeholder {question}")
-        if self.source == "arithmetic":
+        if self.source in ("arithmetic", "constraints"):
             if self.num_train < 1 or self.num_test < 1:
                 raise ValueError("task.num_train and task.num_test must be >= 1")
             bad = [d for d in self.difficulties if d not in (1, 2, 3)]
@@ -95,11 +102,14 @@ class LoadedTask:
 
 def load_task(cfg: TaskConfig) -> LoadedTask:
     """Both splits of the configured task, validated. Cheap: no model is involved."""
-    if cfg.source == "arithmetic":
-        test = arithmetic_problems(cfg.num_test, seed=cfg.seed, split="test", difficulties=cfg.difficulties)
+    if cfg.source in ("arithmetic", "constraints"):
+        from stages.constraints import constraint_problems
+
+        make = arithmetic_problems if cfg.source == "arithmetic" else constraint_problems
+        test = make(cfg.num_test, seed=cfg.seed, split="test", difficulties=cfg.difficulties)
         seen = {p.question for p in test}
-        train = [p for p in arithmetic_problems(cfg.num_train + len(test), seed=cfg.seed, split="train",
-                                                difficulties=cfg.difficulties) if p.question not in seen]
+        train = [p for p in make(cfg.num_train + len(test), seed=cfg.seed, split="train",
+                                 difficulties=cfg.difficulties) if p.question not in seen]
         task = LoadedTask(train=train[: cfg.num_train], test=test)
     else:
         task = load_problems(cfg)

@@ -146,8 +146,14 @@ def answers_match(gold: str, pred: str, timeout_s: int = 3) -> bool | None:
         return False
 
 
-def check(text: str, gold: str, cfg: VerifyConfig) -> tuple[str | None, str | None, str]:
-    """(extracted span, extractor, status) for one completion."""
+def check(text: str, gold: str | list[dict], cfg: VerifyConfig) -> tuple[str | None, str | None, str]:
+    """(extracted span, extractor, status) for one completion. A list `gold` is a constraint list
+    (stages/constraints.py): correct when every constraint holds, the span says how many did ("2/3")."""
+    if isinstance(gold, list):
+        from stages.constraints import check_all
+
+        ok = check_all(text, gold)
+        return f"{sum(ok)}/{len(ok)}", "constraints", CORRECT if all(ok) else INCORRECT
     span, how = extract_answer(text, cfg.extractors)
     if span is None:
         return None, None, UNPARSEABLE
@@ -157,9 +163,9 @@ def check(text: str, gold: str, cfg: VerifyConfig) -> tuple[str | None, str | No
     return span, how, CORRECT if match else INCORRECT
 
 
-def verify(completions: list[dict], gold: dict[str, str], cfg: VerifyConfig) -> list[Verdict]:
+def verify(completions: list[dict], gold: dict[str, str | list[dict]], cfg: VerifyConfig) -> list[Verdict]:
     """One verdict per completion. `completions` are records with prompt_id, sample_idx and completion;
-    `gold` maps prompt_id to its gold answer."""
+    `gold` maps prompt_id to its gold answer (or constraint list: `Problem.target()`)."""
     out = []
     for c in completions:
         span, how, status = check(c["completion"], gold[c["prompt_id"]], cfg)

@@ -13,7 +13,7 @@ from hydra.errors import ConfigCompositionException
 from conftest import ROOT
 from pipeline.config import ConfigError, plan, stage_configs, validate
 
-METHODS = ["irpo", "dpo", "star"]
+METHODS = ["irpo", "dpo", "star", "self_rewarding"]
 
 
 def _compose(*overrides: str):
@@ -29,10 +29,13 @@ def test_every_preset_composes_and_validates(method, experiment, model, logger, 
                    *([f"experiment={experiment}"] if experiment else []))
     validate(cfg)
     keys = plan(cfg)
-    assert len(keys) == 2 + 6 * cfg.iterations
     s = stage_configs(cfg)
+    assert len(keys) == 2 + (s.bootstrap is not None) + 6 * cfg.iterations
     assert cfg.method_name == method
-    if method == "star":
+    if method == "self_rewarding":
+        assert s.llm_judge and s.pairs.rule == "score" and s.prompts.source == "self_instruct"
+        assert s.task.source == "constraints" and s.train.alpha == 0 and s.bootstrap.train.trainer == "sft"
+    elif method == "star":
         assert s.train.trainer == "sft" and s.pairs.rule == "correct"
     else:
         assert s.train.trainer == "dpo" and s.pairs.rule == "irpo"
@@ -71,8 +74,14 @@ def test_schedule_sets_per_iteration_values():
     ("+schedule.generate.nope=[1]", "schedule: generate has no field 'nope'"),
     ("+schedule.generate.temperature=[]", "schedule.generate.temperature: give a non-empty list"),
     ("+schedule.nope.x=[1]", "schedule.nope: not a stage group"),
+    ("judge.kind=oracle", "judge.kind must be 'verify' or 'llm'"),
+    ("bootstrap=seed", "bootstrap.eft needs an LLM judge"),
+    ("prompts=self_instruct", None),  # valid on its own: the task's test split still evaluates
 ])
 def test_impossible_values_are_refused_with_a_reason(override, message):
+    if message is None:
+        validate(_compose(override))
+        return
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         validate(_compose(override))
 
@@ -120,3 +129,36 @@ def test_an_override_of_a_scheduled_field_is_refused_not_ignored():
 def test_default_schedule_halves_the_learning_rate_after_iteration_1():
     cfg = _compose()
     assert [stage_configs(cfg, t).train.args["learning_rate"] for t in (1, 2, 3)] == [2e-5, 1e-5, 1e-5]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("judge.template=no placeholders", "judge.template must contain"),
+    ("judge.num_judgments=0", "judge.num_judgments must be >= 1"),
+    ("judge.temperature=0", "judge.temperature=0 gives identical judgments"),
+    ("judge.max_score=0", "judge.min_score must be < judge.max_score"),
+    ("prompts.template=nothing", "prompts.template must contain {examples}"),
+    ("prompts.num_candidates=2", "num_candidates >= num_prompts"),
+    ("prompts.max_similarity=0", "prompts.max_similarity must be in"),
+    ("pairs.min_gap=-1", "pairs.min_gap must be >= 0"),
+    ("eval.pairwise_template=x", "pairwise template must contain"),
+    ("task.difficulties=[4]", "task.difficulties must be a non-empty subset"),
+    ("+judge.nope=1", "judge: unknown field"),
+])
+def test_self_rewarding_values_are_refused_with_a_reason(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        validate(_compose("method=self_rewarding", override))
+
+
+def test_self_rewarding_stage_keys_follow_the_models_they_read():
+    s = stage_configs(_compose("method=self_rewarding"))
+    assert s.eval.win_rate and s.eval.judge_quality and s.bootstrap is not None  # eval=open, bootstrap=seed
+    keys = plan(_compose("method=self_rewarding"))
+    assert keys[(0, "model")].deps == ["iter_00/bootstrap"]
+    assert "iter_00/model" in keys[(1, "prompts")].deps            # M0 writes iteration 1's prompts
+    assert "iter_01/model" in keys[(2, "prompts")].deps and "iter_01/prompts" in keys[(2, "prompts")].deps
+    assert "iter_01/model" in keys[(2, "judgments")].deps          # M1 judges iteration 2's responses
+    assert {"iter_02/model", "iter_00/eval", "iter_00/model"} <= set(keys[(2, "eval")].deps)
+    fixed = plan(_compose("method=self_rewarding", "judge.model=/models/judge", "prompts.model=initial"))
+    assert fixed[(2, "judgments")].deps == ["iter_02/generations"]
+    assert fixed[(2, "judgments")].config["judge"]["model"] == "/models/judge"
+    assert "iter_00/model" in fixed[(2, "prompts")].deps and "iter_01/model" not in fixed[(2, "prompts")].deps

@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, TINY, pipeline_cmd, run_pipeline
 from wandb_reader import history, run_info
 
-TABLES = ("prompts", "generations", "verdicts", "pairs", "eval")
+TABLES = ("prompts", "generations", "judgments", "pairs", "eval")
 
 
 def _counts(run: Path) -> dict:
@@ -63,7 +63,7 @@ def test_datasets_open_with_pandas_and_datasets_with_provenance(reference_run):
     run = reference_run
     gens = _table(run, 1, "generations")
     assert {"iteration", "prompt_id", "sample_idx", "completion", "num_tokens", "finish_reason"} <= set(gens.columns)
-    verdicts = _table(run, 1, "verdicts")
+    verdicts = _table(run, 1, "judgments")
     assert {"extracted", "status", "reward", "completion", "prompt_id", "sample_idx"} <= set(verdicts.columns)
     assert set(verdicts["status"]) <= {"correct", "incorrect", "unparseable"}
     pairs = datasets.load_dataset("parquet", data_files=str(run / "iter_01" / "pairs.parquet"), split="train")
@@ -129,7 +129,7 @@ def _kill_when(cmd: list[str], env: dict, ready, timeout: float = 300) -> None:
 def test_resume_after_kill_between_stages_matches_uninterrupted(tmp_path, env, reference_run):
     run = tmp_path / "run"
     _kill_when(pipeline_cmd(run, *TINY, "logger=none"), env,
-               lambda: (run / "iter_01" / "verdicts.done.json").exists())
+               lambda: (run / "iter_01" / "judgments.done.json").exists())
     assert not (run / "iter_01" / "model.done.json").exists()
     p = run_pipeline(run, *TINY, "logger=none", env=env)
     assert "[iter 2]" in p.stdout

@@ -382,3 +382,49 @@ def test_pairs_config_accepts_good_values():
     PairsConfig(pairs_per_prompt=1, max_pairs=1)
     PairsConfig(rule="correct", max_pairs=None)
     assert PairsConfig().rule == "irpo" and PairsConfig().include_gold is True
+
+
+# ----------------------------------------------------------------------------- rule: score (Self-Rewarding)
+
+def _scored(pid, rewards, texts=None):
+    texts = texts or [f"response {i} of {pid}" for i in range(len(rewards))]
+    return [{"prompt_id": pid, "sample_idx": i, "completion": t, "reward": r,
+             "status": "scored" if r is not None else "unscored"} for i, (r, t) in enumerate(zip(rewards, texts))]
+
+
+def _prompt(pid):
+    return {"prompt_id": pid, "messages": [{"role": "user", "content": f"q {pid}"}]}
+
+
+def test_score_rule_best_vs_worst():
+    recs, stats = build_pairs([_prompt("a")], _scored("a", [3.0, 4.5, None, 1.0]), PairsConfig(rule="score"))
+    assert len(recs) == 1
+    r = recs[0]
+    assert (r["chosen_sample_idx"], r["rejected_sample_idx"]) == (1, 3)
+    assert (r["chosen_reward"], r["rejected_reward"]) == (4.5, 1.0)
+    assert r["chosen"][0]["content"] == "response 1 of a" and stats["prompts_with_pairs"] == 1
+
+
+def test_score_rule_ties_gaps_and_unscored_give_no_pair():
+    prompts = [_prompt(p) for p in "abcde"]
+    cands = (_scored("a", [3.0, 3.0, 3.0]) + _scored("b", [3.0, 3.4]) + _scored("c", [None, 5.0, None])
+             + _scored("d", [5.0, 1.0], texts=["same", "same"]) + _scored("e", [2.0, 4.0]))
+    recs, stats = build_pairs(prompts, cands, PairsConfig(rule="score", min_gap=0.5))
+    assert [r["prompt_id"] for r in recs] == ["e"]
+    assert stats["skipped_tie"] == 1 and stats["skipped_small_gap"] == 1
+    assert stats["skipped_too_few_scored"] == 2  # c: one scored; d: two scored but the same text
+    assert all(r["chosen"] != r["rejected"] for r in recs)
+
+
+def test_score_rule_breaks_equal_best_scores_by_seeded_draw():
+    cands = _scored("a", [5.0, 5.0, 5.0, 5.0, 1.0])
+    picks = {build_pairs([_prompt("a")], cands, PairsConfig(rule="score", seed=s))[0][0]["chosen_sample_idx"]
+             for s in range(12)}
+    assert len(picks) > 1 and 4 not in picks
+    a = build_pairs([_prompt("a")], cands, PairsConfig(rule="score", seed=3))[0]
+    assert a == build_pairs([_prompt("a")], cands, PairsConfig(rule="score", seed=3))[0]
+
+
+def test_score_rule_refuses_negative_gap():
+    with pytest.raises(ValueError, match="min_gap"):
+        PairsConfig(rule="score", min_gap=-1)

@@ -1,0 +1,71 @@
+"""Scripted stand-ins for a model (`model=py:tests.fake_models:<name>`): deterministic, so a test knows exactly
+which judgments parse, which responses score highest and which pairs must come out. Signature of every model:
+fn(prompts, cfg) -> for each prompt, cfg.num_samples completion strings."""
+
+from __future__ import annotations
+
+import re
+
+
+def _content(p: dict) -> str:
+    return p["messages"][-1]["content"]
+
+
+def score_of(response: str) -> int:
+    return sum(map(ord, response)) % 6
+
+
+def checksum_judge(prompts, cfg):
+    """Scores a response by a checksum of its text (score_of); the first judgment of every third response is
+    unparseable (dropped), and responses containing "UNJUDGEABLE" never get a valid judgment."""
+    out = []
+    for i, p in enumerate(prompts):
+        response = _content(p).split("Response:")[-1].split("After examining")[0].strip()
+        score = score_of(response)
+        texts = []
+        for k in range(cfg.num_samples):
+            if "UNJUDGEABLE" in response or (i % 3 == 0 and k == 0):
+                texts.append("I cannot decide on this one.")
+            else:
+                texts.append(f"The response has {len(response.split())} words.\nScore: {score}")
+        out.append(texts)
+    return out
+
+
+WRITTEN = ["Describe a quiet morning at the harbour in {n} sentences.", "List {n} reasons people enjoy gardening.",
+           "Explain how thunder forms, for a child aged {n}.", "Write a limerick about a cat named Number {n}.",
+           "Give {n} tips for packing a suitcase efficiently.", "Summarize why bridges need regular inspections.",
+           "Suggest {n} names for a friendly robot and justify one.", "Compare tea and coffee for breakfast drinkers.",
+           "Outline a {n}-day plan to learn basic knitting.", "Tell a fable about an ant who forgot winter.",
+           "Recommend {n} board games for a rainy afternoon.", "Argue briefly whether homework should be optional."]
+
+
+def writer(prompts, cfg):
+    """Writes one of a dozen distinct instructions per request, chosen by a hash of the request text."""
+    out = []
+    for p in prompts:
+        h = sum(map(ord, _content(p)))
+        out.append([f"Task 9: {WRITTEN[h % len(WRITTEN)].format(n=2 + h % 5)}" for _ in range(cfg.num_samples)])
+    return out
+
+
+def first_wins(prompts, cfg):
+    """A pairwise judge with pure position bias: always prefers response A."""
+    return [["A is better.\nWinner: A"] * cfg.num_samples for _ in prompts]
+
+
+def longer_wins(prompts, cfg):
+    """A pairwise judge preferring the longer response."""
+    out = []
+    for p in prompts:
+        text = _content(p)
+        a = text.split("Response A:")[1].split("Response B:")[0]
+        b = text.split("Response B:")[1].split("Explain your decision")[0]
+        w = "A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie"
+        out.append([f"Winner: {w}"] * cfg.num_samples)
+    return out
+
+
+def always_one(prompts, cfg):
+    """A broken model: one completion per prompt whatever num_samples asks for."""
+    return [["only one"] for _ in prompts]
