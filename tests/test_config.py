@@ -73,7 +73,7 @@ def test_schedule_sets_per_iteration_values():
     ("on_change=maybe", "on_change must be"),
     ("+schedule.generate.nope=[1]", "schedule: generate has no field 'nope'"),
     ("+schedule.generate.temperature=[]", "schedule.generate.temperature: give a non-empty list"),
-    ("+schedule.nope.x=[1]", "schedule.nope: not a stage group"),
+    ("+schedule.nope.x=[1]", "schedule.nope: not a per-iteration stage group"),
     ("judge.kind=oracle", "judge.kind must be 'verify' or 'llm'"),
     ("bootstrap=seed", "bootstrap.eft needs an LLM judge"),
     ("prompts=self_instruct", None),  # valid on its own: the task's test split still evaluates

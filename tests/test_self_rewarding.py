@@ -90,7 +90,7 @@ def test_real_tiny_model_writes_judges_and_bootstraps_itself(tmp_path, env):
     p = run_pipeline(run, *SR, "logger=none", env=env)
     assert "[iter 2]" in p.stdout
     boot = _table(run, 0, "bootstrap")
-    assert set(boot["kind"]) == {"ift", "eft"}
+    assert set(boot["kind"]) == {"ift", "eft", "pairwise"}  # pairwise: eval=open's win-rate verdict format
     assert (run / "iter_00" / "model" / "config.json").is_file() and (run / "iter_00" / "model.done.json").is_file()
     for t in (1, 2):
         judged = json.loads((run / f"iter_{t:02d}" / "judgments.done.json").read_text())["stats"]
