@@ -33,7 +33,7 @@ def summary(run_dir: Path) -> str:
     history = []
     for d in iters:
         done = []
-        for name in STAGES:
+        for name in ("bootstrap",) + STAGES:  # bootstrap: iter_00 with bootstrap=seed
             mk = d / f"{name}.done.json"
             if mk.exists():
                 m = json.loads(mk.read_text())
