@@ -23,6 +23,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from stages.compare import fill_pairwise
 from stages.judge import fill
 
 SEED_RESPONSES = {
@@ -126,8 +127,7 @@ def bootstrap_examples(judge_template: str, ift: bool = True, eft: bool = True, 
                 for first_is_good in (True, False):
                     shown = (a, variants[worse]) if first_is_good else (variants[worse], a)
                     winner, loser = ("A", "B") if first_is_good else ("B", "A")
-                    text = (pairwise_template.replace("{instruction}", q).replace("{response_a}", shown[0])
-                            .replace("{response_b}", shown[1]))
+                    text = fill_pairwise(pairwise_template, q, *shown)
                     why = f"Response {winner} carries out the instruction; response {loser} " + {
                         3: "adds content unrelated to it.", 2: "stops before answering it.",
                         0: "is about a different topic."}[worse]

@@ -85,7 +85,8 @@ def win_rate(scores: list[float | None], verdicts: list[str | None] = ()) -> dic
             "unparseable_verdicts": sum(v is None for v in verdicts)}
 
 
-def _fill(template: str, instruction: str, a: str, b: str) -> str:
+def fill_pairwise(template: str, instruction: str, a: str, b: str) -> str:
+    """The pairwise prompt (plain replacement: braces inside responses are left alone)."""
     return template.replace("{instruction}", instruction).replace("{response_a}", a).replace("{response_b}", b)
 
 
@@ -98,7 +99,7 @@ def compare(model_path: str, items: list[tuple[str, str, str]], cfg: CompareConf
     for i, (instr, x, y) in enumerate(items):
         for order, (a, b) in (("xy", (x, y)), ("yx", (y, x))):
             requests.append({"prompt_id": f"{i}:{order}",
-                             "messages": sys_msg + [{"role": "user", "content": _fill(cfg.template, instr, a, b)}]})
+                             "messages": sys_msg + [{"role": "user", "content": fill_pairwise(cfg.template, instr, a, b)}]})
     gen = GenerateConfig(num_samples=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                          batch_size=cfg.batch_size, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
     outs, _ = generate(model_path, requests, gen, desc=desc)

@@ -135,15 +135,17 @@ def _irpo_pairs(p: dict, winners: list, losers: list, cfg: PairsConfig, stats: d
         if wt.strip() == lt.strip():
             stats["same_text"] += 1
             continue
-        out.append({
-            "prompt_id": p["prompt_id"],
-            "prompt": p["messages"],
-            "chosen": [{"role": "assistant", "content": wt}],
-            "rejected": [{"role": "assistant", "content": lt}],
-            "chosen_sample_idx": wi, "rejected_sample_idx": li,
-            "chosen_reward": float(wr), "rejected_reward": float(lr),
-        })
+        out.append(_pair(p, (wi, wt, wr), (li, lt, lr)))
     return out
+
+
+def _pair(p: dict, chosen: tuple[int, str, float], rejected: tuple[int, str, float]) -> dict:
+    """A DPO record in TRL's conversational format, with provenance (sample ids, rewards)."""
+    (wi, wt, wr), (li, lt, lr) = chosen, rejected
+    return {"prompt_id": p["prompt_id"], "prompt": p["messages"],
+            "chosen": [{"role": "assistant", "content": wt}], "rejected": [{"role": "assistant", "content": lt}],
+            "chosen_sample_idx": wi, "rejected_sample_idx": li,
+            "chosen_reward": float(wr), "rejected_reward": float(lr)}
 
 
 def _sft_examples(p: dict, winners: list, cfg: PairsConfig, stats: dict) -> list[dict]:
@@ -164,14 +166,11 @@ def _score_pair(p: dict, cands: list[dict], cfg: PairsConfig, stats: dict) -> li
         return []
     rng = random.Random(f"{cfg.seed}:{p['prompt_id']}")
     rng.shuffle(scored)  # equal scores: a seeded choice, not always the first sample
-    (wi, wt, wr), (li, lt, lr) = max(scored, key=lambda x: x[2]), min(scored, key=lambda x: x[2])
-    if wr == lr:
+    best, worst = max(scored, key=lambda x: x[2]), min(scored, key=lambda x: x[2])
+    if best[2] == worst[2]:
         stats["skipped_tie"] += 1
         return []
-    if wr - lr < cfg.min_gap:
+    if best[2] - worst[2] < cfg.min_gap:
         stats["skipped_small_gap"] += 1
         return []
-    return [{"prompt_id": p["prompt_id"], "prompt": p["messages"],
-             "chosen": [{"role": "assistant", "content": wt}], "rejected": [{"role": "assistant", "content": lt}],
-             "chosen_sample_idx": wi, "rejected_sample_idx": li,
-             "chosen_reward": float(wr), "rejected_reward": float(lr)}]
+    return [_pair(p, best, worst)]
