@@ -43,7 +43,7 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
                 s.llm_judge.template if s.llm_judge else "", s.bootstrap.ift, s.bootstrap.eft, s.bootstrap.seed,
                 pairwise_template=s.eval.pairwise_template if s.eval.win_rate else ""), {}))
             m0 = model = store.model(0, lambda out: train(m0, seed_data, out, s.bootstrap.train, desc="bootstrap"))[0]
-        m0_eval, ev = store.table(0, "eval", lambda: _evaluate(0, model, m0, None, test, gold, s))
+        m0_eval, ev = store.table(0, "eval", lambda: _evaluate(0, {"current": m0, "initial": m0}, None, test, gold, s))
         history.append(iteration_metrics(store, 0, ev))
         store.write_metrics(0, history[-1])
         tracker.log_iteration(0, history[-1])
@@ -61,7 +61,7 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
                                                                 callbacks=[cb] if cb else None, desc=f"iter {t} train"))
             train_steps += trained["stats"].get("steps", 0)
             written = [p["question"] for p in prompts]
-            _, ev = store.table(t, "eval", lambda: _evaluate(t, model, m0, m0_eval, test, gold, s))
+            _, ev = store.table(t, "eval", lambda: _evaluate(t, {"current": model, "initial": m0}, m0_eval, test, gold, s))
             history.append(iteration_metrics(store, t, ev))
             store.write_metrics(t, history[-1])
             tracker.log_iteration(t, history[-1])
@@ -93,8 +93,8 @@ def _judge(t: int, who: dict, prompts: list[dict], gens: list[dict], gold: dict,
     return records, {k: sum(r["status"] == k for r in records) for k in ("correct", "incorrect", "unparseable")}
 
 
-def _evaluate(t: int, model: str, m0: str, m0_eval: list[dict] | None, test: list[dict], gold: dict, s: StageConfigs):
-    who = {"current": model, "initial": m0}
-    return evaluate(model, test, gold, s.eval, s.verify, desc=f"eval M{t}", baseline=m0_eval if t else None,
+def _evaluate(t: int, who: dict, m0_eval: list[dict] | None, test: list[dict], gold: dict, s: StageConfigs):
+    """M(t) (= who["current"]) on the held-out prompts; judges named current/initial resolve through `who`."""
+    return evaluate(who["current"], test, gold, s.eval, s.verify, desc=f"eval M{t}", baseline=m0_eval if t else None,
                     judge_cfg=s.llm_judge, judge_model=who.get(s.llm_judge.model, s.llm_judge.model) if s.llm_judge else None,
                     win_judge_model=who.get(s.eval.win_rate_judge, s.eval.win_rate_judge))

@@ -98,21 +98,22 @@ def print_summary_line(m: dict) -> None:
 def format_table(history: list[dict]) -> str:
     maj = sorted({k for m in history for k in m if k.startswith("eval_maj@")})
     open_ended = any("eval_instruction_accuracy" in m for m in history)
-    extra = [("eval_vs_m0_win_rate", "win vs M0"), ("eval_judge_agreement", "judge agree"),
-             ("judge_score_mean", "mean score")]
-    extra = [(k, name) for k, name in extra if any(m.get(k) is not None for m in history)]
+    two = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    extra = [("eval_vs_m0_win_rate", "win vs M0", _pct), ("eval_judge_agreement", "judge agree", two),
+             ("judge_score_mean", "mean score", two)]
+    extra = [e for e in extra if any(m.get(e[0]) is not None for m in history)]
+    show_sample = not open_ended or "sample_accuracy" in history[-1]
     acc = ["constraints met", "of constraints"] if open_ended else ["held-out acc", "lenient acc"]
-    head = ["iter"] + acc + [k[5:] for k in maj] + [name for _, name in extra] + (
-        [] if open_ended and "sample_accuracy" not in history[-1] else ["sample acc"]) + ["pairs", "train loss"]
+    head = (["iter"] + acc + [k[5:] for k in maj] + [name for _, name, _ in extra]
+            + ["sample acc"] * show_sample + ["pairs", "train loss"])
     rows = []
     for m in history:
         loss = m.get("train_loss")
         rows.append([str(m["iteration"]), _pct(m.get("eval_accuracy")),
                      _pct(m.get("eval_instruction_accuracy" if open_ended else "eval_accuracy_lenient"))]
                     + [_pct(m.get(k)) for k in maj]
-                    + [(_pct(m.get(k)) if k != "judge_score_mean" and k != "eval_judge_agreement"
-                        else "-" if m.get(k) is None else f"{m[k]:.2f}") for k, _ in extra]
-                    + ([] if open_ended and "sample_accuracy" not in history[-1] else [_pct(m.get("sample_accuracy"))])
+                    + [fmt(m.get(k)) for k, _, fmt in extra]
+                    + [_pct(m.get("sample_accuracy"))] * show_sample
                     + [str(m.get("pairs", "-")), "-" if loss is None else f"{loss:.3f}"])
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     line = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths))  # noqa: E731
