@@ -12,16 +12,19 @@ from pathlib import PurePosixPath
 from omegaconf import DictConfig, OmegaConf
 
 from stages.bootstrap import BootstrapConfig
+from stages.compare import PairwiseJudgeConfig
 from stages.evaluate import EvalConfig
 from stages.generate import GenerateConfig
 from stages.judge import JudgeConfig
+from stages.meta_judge import MetaJudgeConfig
 from stages.pairs import PairsConfig
 from stages.self_instruct import PromptsConfig
 from stages.tasks import TaskConfig
+from stages.thoughts import ThoughtConfig
 from stages.train import PROJECT_KEYS, TrainConfig
 from stages.verify import VerifyConfig
 
-GROUPS = ("task", "prompts", "generate", "judge", "pairs", "train", "eval", "bootstrap")
+GROUPS = ("task", "prompts", "thought", "generate", "judge", "meta_judge", "pairs", "train", "eval", "bootstrap")
 
 
 def _basename(value: str) -> str:
@@ -63,9 +66,11 @@ def _make(cls, values: dict, group: str):
 class StageConfigs:
     task: TaskConfig
     prompts: PromptsConfig
+    thought: ThoughtConfig  # TPO's thought prompt and markers (template "": answer directly)
     generate: GenerateConfig
-    judge: VerifyConfig | JudgeConfig  # what scores the training samples (judge.kind: verify | llm)
+    judge: VerifyConfig | JudgeConfig | PairwiseJudgeConfig  # scores the training samples (judge.kind)
     verify: VerifyConfig  # the task's answer checker, used by the evaluation (= judge when kind is verify)
+    meta_judge: MetaJudgeConfig | None  # Meta-Rewarding's judge of judgments (None: off this iteration)
     pairs: PairsConfig
     train: TrainConfig
     eval: EvalConfig
@@ -73,7 +78,13 @@ class StageConfigs:
 
     @property
     def llm_judge(self) -> JudgeConfig | None:
+        """The pointwise LLM judge (judge.kind=llm), or None."""
         return self.judge if isinstance(self.judge, JudgeConfig) else None
+
+    @property
+    def model_judge(self) -> JudgeConfig | PairwiseJudgeConfig | None:
+        """A judge that is a model (pointwise or pairwise), or None for the verifiable checker."""
+        return None if isinstance(self.judge, VerifyConfig) else self.judge
 
 
 def scheduled(cfg: DictConfig) -> dict[str, list]:
@@ -110,27 +121,44 @@ def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
         verify = judge_cfg = _make(VerifyConfig, judge, "judge")
     elif kind == "llm":
         verify, judge_cfg = VerifyConfig(), _make(JudgeConfig, {**judge, "kind": "llm"}, "judge")
+    elif kind == "pairwise":
+        verify, judge_cfg = VerifyConfig(), _make(PairwiseJudgeConfig, {**judge, "kind": "pairwise"}, "judge")
     else:
-        raise ConfigError(f"judge.kind must be 'verify' or 'llm', got {kind!r}")
+        raise ConfigError(f"judge.kind must be 'verify', 'llm' or 'pairwise', got {kind!r}")
+    meta = dict(values["meta_judge"])
+    meta_cfg = _make(MetaJudgeConfig, meta, "meta_judge") if meta.pop("enabled", False) else None
+    if meta_cfg and not isinstance(judge_cfg, JudgeConfig):
+        raise ConfigError("meta_judge needs a pointwise LLM judge (judge=llm): it compares that judge's judgments")
+    eval_cfg = _make(EvalConfig, values["eval"], "eval")
     boot = dict(values["bootstrap"])
     boot_train = boot.pop("train", {}) or {}
     bootstrap = None
     if boot.pop("enabled", False):
-        if judge_cfg is verify and boot.get("eft", True):
-            raise ConfigError("bootstrap.eft needs an LLM judge (judge=llm): its judging examples use the judge template")
+        if judge_cfg is verify and boot.get("eft", True) and not eval_cfg.win_rate:
+            raise ConfigError("bootstrap.eft needs a model judge (judge=llm or judge=pairwise) or eval.win_rate: "
+                              "its judging examples use their templates")
         bootstrap = _make(BootstrapConfig, {**boot, "train": _make(
             TrainConfig, {"trainer": "sft", **_train_project(boot_train), "args": boot_train}, "bootstrap.train")}, "bootstrap")
     return StageConfigs(
         task=_make(TaskConfig, values["task"], "task"),
         prompts=_make(PromptsConfig, values["prompts"], "prompts"),
+        thought=_make(ThoughtConfig, values["thought"], "thought"),
         generate=_make(GenerateConfig, values["generate"], "generate"),
         judge=judge_cfg,
         verify=verify,
+        meta_judge=meta_cfg,
         pairs=_make(PairsConfig, values["pairs"], "pairs"),
         train=_make(TrainConfig, {**_train_project(values["train"]), "args": values["train"]}, "train"),
-        eval=_make(EvalConfig, values["eval"], "eval"),
+        eval=eval_cfg,
         bootstrap=bootstrap,
     )
+
+
+def bootstrap_pairwise_template(s: StageConfigs) -> str:
+    """The pairwise template the bootstrap teaches: the pairwise judge's, else the evaluation's win-rate one."""
+    if isinstance(s.judge, PairwiseJudgeConfig):
+        return s.judge.template
+    return s.eval.pairwise_template if s.eval.win_rate else ""
 
 
 def _train_project(train: dict) -> dict:
@@ -198,8 +226,11 @@ def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
             return {"model": "initial"}, [(0, "model")]
         return {"model": spec}, []
 
+    def thought(s: StageConfigs) -> dict:  # only when thoughts are on, so runs without them keep their keys
+        return {"thought": as_dict(s.thought)} if s.thought.enabled else {}
+
     def eval_stage(t: int, s: StageConfigs) -> None:
-        config = {"eval": as_dict(s.eval), "judge": as_dict(s.verify), "task": test_identity}
+        config = {"eval": as_dict(s.eval), "judge": as_dict(s.verify), "task": test_identity, **thought(s)}
         deps = [(t, "model")]
         if s.eval.win_rate and t > 0:
             ident, extra = who(s.eval.win_rate_judge, t)
@@ -212,7 +243,7 @@ def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
     if s0.bootstrap:
         add(0, "bootstrap", {"bootstrap": {k: v for k, v in as_dict(s0.bootstrap).items() if k != "train"},
                              "judge_template": s0.llm_judge.template if s0.llm_judge else None,
-                             "pairwise_template": s0.eval.pairwise_template if s0.eval.win_rate else None}, [])
+                             "pairwise_template": bootstrap_pairwise_template(s0) or None, **thought(s0)}, [])
         add(0, "model", {"model": model, "train": as_dict(s0.bootstrap.train)}, [(0, "bootstrap")])
     else:
         add(0, "model", {"model": model}, [])
@@ -225,10 +256,18 @@ def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
             ident, deps = who(s.prompts.model, t - 1)
             previous = [(t - 1, "prompts")] if t > 1 and s.prompts.generated_shots else []
             add(t, "prompts", {"prompts": {**as_dict(s.prompts), **ident}, "iteration": t}, deps + previous)
-        add(t, "generations", {"generate": as_dict(s.generate)}, [(t, "prompts"), (t - 1, "model")])
-        ident, deps = who(s.llm_judge.model, t - 1) if s.llm_judge else ({}, [])
+        add(t, "generations", {"generate": as_dict(s.generate), **thought(s)}, [(t, "prompts"), (t - 1, "model")])
+        ident, deps = who(s.model_judge.model, t - 1) if s.model_judge else ({}, [])
         add(t, "judgments", {"judge": {**as_dict(s.judge), **ident}}, list(dict.fromkeys([(t, "generations")] + deps)))
-        add(t, "pairs", {"pairs": as_dict(s.pairs)}, [(t, "judgments")])
+        pair_deps = [(t, "judgments")]
+        pair_config = {"pairs": as_dict(s.pairs), **thought(s)}
+        if s.meta_judge:
+            ident, deps = who(s.meta_judge.model, t - 1)
+            meta = as_dict(s.meta_judge)
+            pair_config["judge_pairs"] = {k: meta.pop(k) for k in ("max_share", "max_chosen_chars")}  # used by pairs
+            add(t, "meta_judgments", {"meta_judge": {**meta, **ident}}, list(dict.fromkeys([(t, "judgments")] + deps)))
+            pair_deps.append((t, "meta_judgments"))
+        add(t, "pairs", pair_config, pair_deps)
         ref = [(0, "model")] if s.train.reference == "initial" else []
         add(t, "model", {"train": as_dict(s.train)}, [(t, "pairs"), (t - 1, "model")] + ref)
         eval_stage(t, s)

@@ -1,6 +1,7 @@
 """The iteration loop. Reads like the algorithm: (optionally fine-tune M0 on seed data,) evaluate M0; then for
-each iteration t = 1..N: prompts -> generate from M(t-1) -> judge -> pairs -> train M(t) -> evaluate M(t) -> log.
-Which prompts, which judge and which pairs is config (prompts.source, judge.kind, pairs.rule), not code.
+each iteration t = 1..N: prompts -> generate from M(t-1) -> judge (-> meta-judge) -> pairs -> train M(t) ->
+evaluate M(t) -> log. Which prompts, whether the model thinks first, which judge, whether a meta-judge makes
+judge pairs and which pairs is config (prompts.source, thought, judge.kind, meta_judge, pairs.rule), not code.
 Every step's result is read from the iteration folder when it is already finished, else computed and
 written (pipeline/store.py), so rerunning the same command resumes."""
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import StageConfigs, plan, stage_configs, validate
+from pipeline.config import StageConfigs, bootstrap_pairwise_template, plan, stage_configs, validate
 from pipeline.models import resolve_model
 from pipeline.report import iteration_metrics, print_summary_line, print_table
 from pipeline.store import Store
@@ -18,10 +19,13 @@ from pipeline.tracking import make_tracker
 from stages.bootstrap import bootstrap_examples
 from stages.evaluate import evaluate
 from stages.generate import generate
+from stages.compare import judge_pairwise
 from stages.judge import judge
+from stages.meta_judge import judge_pairs, meta_judge
 from stages.pairs import build_pairs
 from stages.self_instruct import self_instruct
 from stages.tasks import LoadedTask, load_task, select_prompts
+from stages.thoughts import split_records, wrap
 from stages.train import train
 from stages.verify import verify
 
@@ -41,7 +45,7 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
         if s.bootstrap:                             # Self-Rewarding's seed fine-tuning: M0 learns to follow and judge
             seed_data, _ = store.table(0, "bootstrap", lambda: (bootstrap_examples(
                 s.llm_judge.template if s.llm_judge else "", s.bootstrap.ift, s.bootstrap.eft, s.bootstrap.seed,
-                pairwise_template=s.eval.pairwise_template if s.eval.win_rate else ""), {}))
+                pairwise_template=bootstrap_pairwise_template(s), thought_cfg=s.thought), {}))
             m0 = model = store.model(0, lambda out: train(m0, seed_data, out, s.bootstrap.train, desc="bootstrap"))[0]
         m0_eval, ev = store.table(0, "eval", lambda: _evaluate(0, {"current": m0, "initial": m0}, None, test, gold, s))
         history.append(iteration_metrics(store, 0, ev))
@@ -53,9 +57,12 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
             s = stage_configs(cfg, t)               # per-iteration schedule applied
             who = {"current": model, "initial": m0}  # M(t-1) is the current model while iteration t runs
             prompts, _ = store.table(t, "prompts", lambda: _prompts(t, task, who, written, s, cfg.seed))
-            gens, _ = store.table(t, "generations", lambda: generate(model, prompts, s.generate, desc=f"iter {t} generate"))
+            gens, _ = store.table(t, "generations", lambda: _generate(t, model, prompts, s))
             judged, _ = store.table(t, "judgments", lambda: _judge(t, who, prompts, gens, gold, s))
-            pairs, _ = store.table(t, "pairs", lambda: build_pairs(prompts, judged, s.pairs))
+            meta = store.table(t, "meta_judgments", lambda: meta_judge(
+                who.get(s.meta_judge.model, s.meta_judge.model), prompts, judged, s.meta_judge,
+                desc=f"iter {t} meta-judge"))[0] if s.meta_judge else []
+            pairs, _ = store.table(t, "pairs", lambda: _pairs(prompts, judged, meta, s, cfg.seed))
             cb = tracker.train_callback(t, train_steps)
             model, trained = store.model(t, lambda out: train(model, pairs, out, s.train, initial_model_path=m0,
                                                                 callbacks=[cb] if cb else None, desc=f"iter {t} train"))
@@ -84,17 +91,37 @@ def _prompts(t: int, task: LoadedTask, who: dict, written: list[str], s: StageCo
             {"train_split": len(task.train), "skipped_rows": task.skipped})
 
 
+def _generate(t: int, model: str, prompts: list[dict], s: StageConfigs):
+    """N samples per prompt; with thoughts (TPO) asked with the thought prompt and split into thought/response."""
+    gens, stats = generate(model, wrap(prompts, s.thought), s.generate, desc=f"iter {t} generate")
+    if s.thought.enabled:
+        gens, thought_stats = split_records(gens, s.thought)
+        stats.update(thought_stats)
+    return gens, stats
+
+
 def _judge(t: int, who: dict, prompts: list[dict], gens: list[dict], gold: dict, s: StageConfigs):
-    """Scores of the generations: the LLM judge (judge.kind=llm), or the verifiable checker joined with its
-    completions (pairs need the text) plus the outcome counts."""
-    if s.llm_judge:
-        return judge(who.get(s.llm_judge.model, s.llm_judge.model), prompts, gens, s.llm_judge, desc=f"iter {t} judge")
+    """Scores of the generations: the LLM judge (judge.kind=llm), the pairwise judge's Elo (judge.kind=pairwise),
+    or the verifiable checker joined with its completions (pairs need the text) plus the outcome counts."""
+    if s.model_judge:
+        scorer = judge_pairwise if s.model_judge.kind == "pairwise" else judge
+        return scorer(who.get(s.model_judge.model, s.model_judge.model), prompts, gens, s.model_judge, desc=f"iter {t} judge")
     records = [{**g, **v.__dict__} for g, v in zip(gens, verify(gens, gold, s.verify))]
     return records, {k: sum(r["status"] == k for r in records) for k in ("correct", "incorrect", "unparseable")}
+
+
+def _pairs(prompts: list[dict], judged: list[dict], meta: list[dict], s: StageConfigs, seed: int):
+    """Actor pairs (with the thought prompt as their input when the model thinks) plus, with a meta-judge,
+    judge pairs (the judge prompt as input) capped to meta_judge.max_share of the total."""
+    pairs, stats = build_pairs(wrap(prompts, s.thought), judged, s.pairs)
+    if s.meta_judge:
+        extra, judge_stats = judge_pairs(prompts, judged, meta, s.llm_judge, s.meta_judge, len(pairs), seed)
+        pairs, stats = pairs + extra, {**stats, **judge_stats, "actor_pairs": len(pairs), "pairs": len(pairs) + len(extra)}
+    return pairs, stats
 
 
 def _evaluate(t: int, who: dict, m0_eval: list[dict] | None, test: list[dict], gold: dict, s: StageConfigs):
     """M(t) (= who["current"]) on the held-out prompts; judges named current/initial resolve through `who`."""
     return evaluate(who["current"], test, gold, s.eval, s.verify, desc=f"eval M{t}", baseline=m0_eval if t else None,
                     judge_cfg=s.llm_judge, judge_model=who.get(s.llm_judge.model, s.llm_judge.model) if s.llm_judge else None,
-                    win_judge_model=who.get(s.eval.win_rate_judge, s.eval.win_rate_judge))
+                    win_judge_model=who.get(s.eval.win_rate_judge, s.eval.win_rate_judge), thought_cfg=s.thought)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-STAGES = ("prompts", "generations", "judgments", "pairs", "model", "eval")
+STAGES = ("prompts", "generations", "judgments", "meta_judgments", "pairs", "model", "eval")  # meta: optional
 
 
 def iteration_metrics(store, t: int, eval_marker: dict) -> dict:
@@ -26,6 +26,7 @@ def iteration_metrics(store, t: int, eval_marker: dict) -> dict:
         "gen_tokens_per_s": gen["stats"]["tokens_per_s"],
         "gen_mean_tokens": gen["stats"]["tokens"] / n,
         "gen_truncated": gen["stats"]["truncated"],
+        **{f"gen_{k}": v for k, v in gen["stats"].items() if k.startswith("parse_") or k.endswith("_chars")},
         "pairs": pairs["count"],
         **{f"pairs_{k}": v for k, v in pairs["stats"].items() if k not in ("pairs",)},
         **{k if k.startswith("train_") else f"train_{k.replace('/', '_')}": v for k, v in model["stats"].items()},
@@ -34,14 +35,23 @@ def iteration_metrics(store, t: int, eval_marker: dict) -> dict:
         m.update({"sample_accuracy": js["correct"] / n, "sample_unparseable_rate": js["unparseable"] / n})
     else:  # an LLM judge
         m.update({f"judge_{k}": v for k, v in js.items() if isinstance(v, (int, float, type(None))) and k != "judge_fingerprint"})
-    for name in STAGES:  # compute time as recorded by each stage, so a resumed run reports the same figures
+    meta = store.marker(t, "meta_judgments") if (t, "meta_judgments") in store.plan else None
+    if meta:
+        m.update({f"meta_{k}": v for k, v in meta["stats"].items() if isinstance(v, (int, float, type(None)))})
+        m["meta_judgments"] = meta["count"]
+    ran = [name for name in STAGES if name != "meta_judgments" or meta]
+    for name in ran:  # compute time as recorded by each stage, so a resumed run reports the same figures
         m[f"seconds_{name}"] = store.marker(t, name)["seconds"]
-    m["seconds_iteration"] = round(sum(m[f"seconds_{name}"] for name in STAGES), 1)
+    m["seconds_iteration"] = round(sum(m[f"seconds_{name}"] for name in ran), 1)
     return m
 
 
 def _pct(x) -> str:
     return "   -  " if x is None else f"{100 * x:5.1f}%"
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.0f}"
 
 
 def _eval_part(m: dict) -> str:
@@ -50,6 +60,8 @@ def _eval_part(m: dict) -> str:
                f"{_pct(m['eval_instruction_accuracy'])} of constraints")
     else:
         out = f"held-out {_pct(m['eval_accuracy'])} (lenient {_pct(m['eval_accuracy_lenient'])})"
+    if "eval_parse_failure_rate" in m:
+        out += f" (thoughts parsed {_pct(1 - m['eval_parse_failure_rate']).strip()})"
     if "eval_vs_m0_comparisons" in m:
         out += (f" | vs M0 win {_pct(m['eval_vs_m0_win_rate'])} ({m['eval_vs_m0_wins']}W/{m['eval_vs_m0_ties']}T/"
                 f"{m['eval_vs_m0_losses']}L, {m['eval_vs_m0_no_verdict']} no verdict)")
@@ -78,6 +90,9 @@ def print_summary_line(m: dict) -> None:
         if "prompts_written" in m:
             parts.append(f"self-instruct kept {m['prompts_kept']}/{m['prompts_written']} |")
         parts.append(f"samples {m['samples']}")
+        if "gen_parse_failure_rate" in m:
+            parts.append(f"(thoughts parsed {_pct(1 - m['gen_parse_failure_rate']).strip()}, thought/response "
+                         f"{_num(m.get('gen_thought_chars'))}/{_num(m.get('gen_response_chars'))} chars)")
         if "sample_accuracy" in m:
             parts.append(f"acc {_pct(m['sample_accuracy'])} | pairs {m['pairs']} (skipped: "
                          f"{m.get('pairs_skipped_no_loser', 0)} all-correct, {m.get('pairs_skipped_no_winner', 0)} no-winner)")
@@ -87,6 +102,13 @@ def print_summary_line(m: dict) -> None:
                          f"{'-' if mean is None else f'{mean:.2f}'} | pairs {m['pairs']} (skipped: "
                          f"{m.get('pairs_skipped_tie', 0)} tie, {m.get('pairs_skipped_small_gap', 0)} small gap, "
                          f"{m.get('pairs_skipped_too_few_scored', 0)} unscored)")
+            if m.get("pairs_length_gap") is not None:
+                parts.append(f"chosen-rejected length {m['pairs_length_gap']:+.0f} chars")
+        if "meta_comparisons" in m:
+            prefers = m.get("meta_prefers_higher_score")
+            parts.append(f"| meta-judge {m['meta_comparisons']} comparisons, first-position share "
+                         f"{_pct(m.get('meta_position_bias')).strip()}, prefers higher score "
+                         f"{_pct(prefers).strip()} | judge pairs {m.get('pairs_judge_pairs', 0)}")
         parts.append("| no training data: model unchanged" if m.get("train_skipped") else f"| train loss {loss:.3f}"
                      + (f" margin {margin:+.3f}" if margin is not None else ""))
         parts.append(f"| {_eval_part(m)} | {m['seconds_iteration']:.0f}s")
@@ -100,8 +122,12 @@ def format_table(history: list[dict]) -> str:
     open_ended = any("eval_instruction_accuracy" in m for m in history)
     two = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     extra = [("eval_vs_m0_win_rate", "win vs M0", _pct), ("eval_judge_agreement", "judge agree", two),
-             ("judge_score_mean", "mean score", two)]
+             ("judge_score_mean", "mean score", two),
+             ("eval_parse_failure_rate", "thoughts parsed", lambda x: "-" if x is None else _pct(1 - x)),
+             ("meta_prefers_higher_score", "meta: higher", _pct)]
     extra = [e for e in extra if any(m.get(e[0]) is not None for m in history)]
+    if open_ended:
+        extra.append(("eval_response_chars", "resp chars", _num))
     show_sample = not open_ended or "sample_accuracy" in history[-1]
     acc = ["constraints met", "of constraints"] if open_ended else ["held-out acc", "lenient acc"]
     head = (["iter"] + acc + [k[5:] for k in maj] + [name for _, name, _ in extra]

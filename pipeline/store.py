@@ -130,7 +130,8 @@ class Store:
         self.marker_path(t, name).unlink(missing_ok=True)
         t0 = time.time()
         records, stats = compute()
-        records = [{"iteration": t, **r} for r in records]
+        columns = dict.fromkeys(k for r in [{"iteration": t}] + records for k in r)  # a key missing in a row: null
+        records = [{k: r.get(k) for k in columns} | {"iteration": t} for r in records]
         self.dir(t).mkdir(parents=True, exist_ok=True)
         path = self.path(t, name)
         tmp = path.with_name(path.name + ".tmp")

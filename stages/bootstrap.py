@@ -13,6 +13,11 @@ as a judge at all.
   against one degraded version, in both orders, answered with "Winner: A" or "Winner: B" — the judge
   learns the verdict format without learning a favourite position.
 
+* Thoughts (TPO, when a thought prompt is configured): the IFT examples are asked with the thought prompt
+  and answered in its format — a short thought that restates the request and its requirements, then the
+  response after the response marker. A 135M model writes the markers in 0 of 24 outputs without this
+  (measured), and an output that does not parse can never be chosen.
+
 Deviation: the paper's seed data are thousands of human examples; this is a few dozen, enough to teach a
 small model the judging format, not to make it a good judge.
 """
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 
 from stages.compare import fill_pairwise
 from stages.judge import fill
+from stages.thoughts import ThoughtConfig, wrap
 
 SEED_RESPONSES = {
     "Explain the difference between weather and climate.":
@@ -104,21 +110,34 @@ def _first_sentence(text: str) -> str:
     return re.split(r"(?<=[.!?])\s+", text.strip())[0]
 
 
+def _seed_thought(question: str) -> str:
+    """A short thought for a seed instruction: the request and the requirements it states."""
+    sentences = re.split(r"(?<=[.?!])\s+", question.strip())
+    ask, rules = sentences[0], " ".join(sentences[1:])
+    need = f"It also says: {rules} I must follow that exactly." if rules else "It sets no format, so a short, clear answer is best."
+    return f"The user asks: {ask} {need} I will answer directly, with nothing unrelated, and check the answer against the request."
+
+
 def bootstrap_examples(judge_template: str, ift: bool = True, eft: bool = True, seed: int = 0,
-                       pairwise_template: str = "") -> list[dict]:
+                       pairwise_template: str = "", thought_cfg: ThoughtConfig | None = None) -> list[dict]:
     """SFT records (prompt / completion, conversational) for the bootstrap fine-tuning."""
     rng = random.Random(f"{seed}:bootstrap")
     items = list(SEED_RESPONSES.items())
+    thinking = thought_cfg is not None and thought_cfg.enabled
     out = []
     if ift:
-        out += [{"prompt_id": f"ift-{i:03d}", "kind": "ift", "score": None,
-                 "prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]}
-                for i, (q, a) in enumerate(items)]
+        for i, (q, a) in enumerate(items):
+            prompt = [{"role": "user", "content": q}]
+            if thinking:
+                prompt = wrap([{"messages": prompt}], thought_cfg)[0]["messages"]
+                a = f"{thought_cfg.thought_marker}\n{_seed_thought(q)}\n\n{thought_cfg.response_marker}\n{a}"
+            out.append({"prompt_id": f"ift-{i:03d}", "kind": "ift", "score": None,
+                        "prompt": prompt, "completion": [{"role": "assistant", "content": a}]})
     if eft:
         for i, (q, a) in enumerate(items):
             other = items[(i + 1 + rng.randrange(len(items) - 1)) % len(items)][1]
             variants = {5: a, 3: a + " " + _first_sentence(other), 2: _first_sentence(a), 0: other}
-            for score, response in variants.items():
+            for score, response in variants.items() if judge_template else ():  # a pointwise judge's template
                 out.append({"prompt_id": f"eft-{i:03d}-{score}", "kind": "eft", "score": float(score),
                             "prompt": [{"role": "user", "content": fill(judge_template, q, response)}],
                             "completion": [{"role": "assistant", "content": f"{_WHY[score]}\nScore: {score}"}]})
@@ -141,6 +160,6 @@ def bootstrap_examples(judge_template: str, ift: bool = True, eft: bool = True, 
 @dataclass
 class BootstrapConfig:
     ift: bool = True  # seed instruction-following examples
-    eft: bool = True  # seed judging examples (in the judge template)
+    eft: bool = True  # seed judging examples (in the pointwise judge's template and/or the pairwise template)
     seed: int = 0
     train: object = None  # a stages.train.TrainConfig (trainer sft)

@@ -18,6 +18,10 @@ Open-ended tasks (the built-in ``constraints`` task: gold = a list of rule-check
   each held-out response; ``judge_agreement`` is the probability that, of two responses meeting a different
   share of their constraints, the judge scores the better one higher (ties count half; 0.5 = chance), and
   the score histogram shows collapse toward the maximum.
+
+With thoughts (TPO, ``thought_cfg``), the held-out prompts are asked with the thought prompt and every
+measure is computed on the response part; an output whose split fails counts whole as its response (what
+a user would see), and the parse-failure rate and thought / response lengths are reported.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 
 from stages.generate import GenerateConfig, generate
 from stages.modeling import load_model, load_tokenizer
+from stages.thoughts import ThoughtConfig, split_records, wrap
 from stages.verify import CORRECT, UNPARSEABLE, VerifyConfig, _plain, answers_match, check
 
 
@@ -66,8 +71,8 @@ def _vote_key(span: str) -> str:
 
 def evaluate(model_path: str, prompts: list[dict], gold: dict[str, str | list[dict]], cfg: EvalConfig,
              verify_cfg: VerifyConfig, desc: str = "evaluate", baseline: list[dict] | None = None,
-             judge_cfg=None, judge_model: str | None = None, win_judge_model: str | None = None
-             ) -> tuple[list[dict], dict]:
+             judge_cfg=None, judge_model: str | None = None, win_judge_model: str | None = None,
+             thought_cfg=None) -> tuple[list[dict], dict]:
     """prompts: records with prompt_id and messages; gold: prompt_id -> gold answer or constraint list.
     baseline: M0's evaluation records (for the win rate; None at iteration 0). judge_cfg/judge_model: the
     LLM judge whose quality is measured (None: not measured). Returns (one record per question, metrics)."""
@@ -75,18 +80,23 @@ def evaluate(model_path: str, prompts: list[dict], gold: dict[str, str | list[di
     model = load_model(model_path, cfg.dtype, cfg.device)
     greedy = GenerateConfig(num_samples=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.batch_size, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
-    gens, gen_stats = generate(model_path, prompts, greedy, desc=desc, model=model, tokenizer=tok)
+    thought_cfg = thought_cfg or ThoughtConfig()
+    gens, gen_stats = generate(model_path, wrap(prompts, thought_cfg), greedy, desc=desc, model=model, tokenizer=tok)
+    gens, thought_stats = split_records(gens, thought_cfg)
     lenient = VerifyConfig(extractors=list(dict.fromkeys(verify_cfg.extractors + ["last_number"])),
                            timeout_s=verify_cfg.timeout_s)
     records = []
     for g in gens:
-        span, how, status = check(g["completion"], gold[g["prompt_id"]], verify_cfg)
-        _, _, lenient_status = check(g["completion"], gold[g["prompt_id"]], lenient)
+        response = g["response"] if g["parsed"] else g["completion"]  # an unparsed output counts whole
+        span, how, status = check(response, gold[g["prompt_id"]], verify_cfg)
+        _, _, lenient_status = check(response, gold[g["prompt_id"]], lenient)
         target = gold[g["prompt_id"]]
-        records.append({"prompt_id": g["prompt_id"], "completion": g["completion"],
+        records.append({"prompt_id": g["prompt_id"], "completion": response,
                         "gold": json.dumps(target) if isinstance(target, list) else target,
                         "extracted": span, "extractor": how, "status": status, "correct": status == CORRECT,
                         "correct_lenient": lenient_status == CORRECT, "num_tokens": g["num_tokens"]})
+        if thought_cfg.enabled:  # completion = the response; the whole output and its thought kept beside it
+            records[-1].update({"output": g["completion"], "thought": g["thought"], "parsed": g["parsed"]})
         if isinstance(target, list):
             met, total = map(int, span.split("/"))
             records[-1]["constraints_met"] = met / total if total else 1.0
@@ -96,9 +106,12 @@ def evaluate(model_path: str, prompts: list[dict], gold: dict[str, str | list[di
         "accuracy_lenient": sum(r["correct_lenient"] for r in records) / n,
         "unparseable_rate": sum(r["status"] == UNPARSEABLE for r in records) / n,
         "mean_tokens": sum(r["num_tokens"] for r in records) / n,
+        "response_chars": sum(len(r["completion"]) for r in records) / n,
         "questions": len(records),
         "tokens_per_s": gen_stats["tokens_per_s"],
     }
+    if thought_cfg.enabled:
+        metrics.update(thought_stats)
     if any("constraints_met" in r for r in records):
         metrics["instruction_accuracy"] = sum(r.get("constraints_met", 0.0) for r in records) / n
     if cfg.win_rate and baseline is not None:
@@ -109,7 +122,10 @@ def evaluate(model_path: str, prompts: list[dict], gold: dict[str, str | list[di
         sampled = GenerateConfig(num_samples=cfg.maj_k, temperature=cfg.maj_temperature, top_p=cfg.maj_top_p,
                                  max_new_tokens=cfg.max_new_tokens, batch_size=max(1, cfg.batch_size // cfg.maj_k),
                                  seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
-        samples, _ = generate(model_path, prompts, sampled, desc=f"{desc} maj@{cfg.maj_k}", model=model, tokenizer=tok)
+        samples, _ = generate(model_path, wrap(prompts, thought_cfg), sampled, desc=f"{desc} maj@{cfg.maj_k}",
+                              model=model, tokenizer=tok)
+        samples = [{**s, "completion": s["response"] if s["parsed"] else s["completion"]}
+                   for s in split_records(samples, thought_cfg)[0]]
         votes: dict[str, Counter] = {}
         first: dict[str, dict[str, str]] = {}
         for s in samples:

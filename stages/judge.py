@@ -7,6 +7,9 @@ whose score could be parsed. A judgment without a parseable score in [min_score,
 and counted — never read as a low score — and a response with no valid judgment gets no score at all
 (``reward: None``), so it can form no pair. Every judgment's text is kept in the judgments dataset.
 
+With thoughts (TPO), the judge sees only the ``response`` part of each output, never the thought; an output
+whose split failed (``parsed: false``) is not judged (status ``unparsed``).
+
 Score parsing (`parse_score`): the last "Score: X" in the text wins (a judgment may restate a partial
 score before its final line); "Score: 4", "**Score:** 4", "Total score = 4", "Score: 4/5", "Score: 3.5" are
 read; a fraction over anything but max_score ("4/10"), a number outside the range, or a score in words
@@ -24,8 +27,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from stages.generate import GenerateConfig, generate
+from stages.thoughts import judged_text
 
-SCORED, UNSCORED = "scored", "unscored"
+SCORED, UNSCORED, UNPARSED = "scored", "unscored", "unparsed"
 _SCORE = re.compile(r"(?i)score\s*(?:\*\*)?\s*[:=]\s*(?:\*\*)?\s*\[?\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+(?:\.\d+)?))?")
 
 
@@ -91,6 +95,12 @@ def instruction_of(messages: list[dict]) -> str:
     return next(m["content"] for m in reversed(messages) if m["role"] == "user")
 
 
+def judge_messages(cfg: JudgeConfig, instruction: str, response: str) -> list[dict]:
+    """The chat the judge is asked (the meta-judge's judge pairs use the same prompt as their input)."""
+    sys_msg = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    return sys_msg + [{"role": "user", "content": fill(cfg.template, instruction, response)}]
+
+
 def aggregate(scores: list[float | None]) -> float | None:
     """Mean of the valid scores; None when there is none."""
     valid = [s for s in scores if s is not None]
@@ -115,27 +125,26 @@ def judge(model_path: str, prompts: list[dict], candidates: list[dict], cfg: Jud
     Returns one record per candidate (its fields plus judgments, judgment_scores, reward = mean valid
     score or None, status scored | unscored) and stats."""
     instruction = {p["prompt_id"]: instruction_of(p["messages"]) for p in prompts}
-    sys_msg = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-    requests = [{"prompt_id": f"{c['prompt_id']}#{c['sample_idx']}", "messages": sys_msg + [
-        {"role": "user", "content": fill(cfg.template, instruction[c["prompt_id"]], c["completion"])}]}
-        for c in candidates]
+    requests = [{"prompt_id": f"{c['prompt_id']}#{c['sample_idx']}", "messages": judge_messages(
+        cfg, instruction[c["prompt_id"]], judged_text(c))} for c in candidates if c.get("parsed", True)]
     outs, gen_stats = generate(model_path, requests, cfg.generation(), desc=desc)
     texts: dict[str, list[str]] = {}
     for o in outs:
         texts.setdefault(o["prompt_id"], []).append(o["completion"])
     records, all_scores = [], []
-    for c, req in zip(candidates, requests):
-        judged = texts.get(req["prompt_id"], [])
+    for c in candidates:
+        judged = texts.get(f"{c['prompt_id']}#{c['sample_idx']}", [])
         scores = [parse_score(j, cfg.min_score, cfg.max_score) for j in judged]
         all_scores += [s for s in scores if s is not None]
         reward = aggregate(scores)
         records.append({**c, "judgments": judged, "judgment_scores": scores, "reward": reward,
                         "num_valid": sum(s is not None for s in scores),
-                        "status": SCORED if reward is not None else UNSCORED})
+                        "status": UNPARSED if not c.get("parsed", True) else SCORED if reward is not None else UNSCORED})
     n_judgments = sum(len(r["judgments"]) for r in records)
     stats = {"responses": len(records), "judgments": n_judgments, "valid": len(all_scores),
              "dropped_unparseable": n_judgments - len(all_scores),
              "unscored_responses": sum(r["status"] == UNSCORED for r in records),
+             "unparsed_responses": sum(r["status"] == UNPARSED for r in records),
              "tokens_per_s": gen_stats["tokens_per_s"], "judge_fingerprint": gen_stats["model_fingerprint"],
              **score_stats(all_scores, cfg)}
     return records, stats

@@ -14,6 +14,26 @@ judge score (``reward``, an average of judgments) is chosen and the one with the
 response without a score (no valid judgment) takes no part. Equal scores, or a gap below ``min_gap``,
 give no pair (skipped and counted); among equally scored candidates for a side, a seeded draw picks one.
 
+Length control for ``rule: score`` (``length_control``, with ``rho``; length = characters of the judged
+response — the text after the thought, or the whole completion without thoughts):
+
+* ``zscore`` — TPO (Wu et al. 2024, §2.3): s = z(score) - rho * z(length), both standardised within the
+  prompt's scored samples (a constant gives z = 0); chosen = max s, rejected = min s.
+* ``bands`` — Meta-Rewarding (Wu et al. 2024, §3.1): with S_max, S_min the best and worst scores,
+  chosen = the shortest response scoring in [S_max - rho (S_max - S_min), S_max], rejected = the longest in
+  [S_min, S_min + rho (S_max - S_min)].
+
+rho = 0 is plain best-vs-worst in both. Either way the chosen response must score strictly higher than the
+rejected one (by at least ``min_gap``): length alone never makes a pair. The stats report the mean chosen
+and rejected lengths and their gap, the number to watch when tuning rho (the TPO paper tunes it until
+chosen responses are not longer than rejected ones on average).
+
+Outputs whose thought/response split failed (``parsed: false``, TPO) are never judged; with
+``max_unparsed_share`` > 0 each prompt that has one adds a pair (its best response vs that output), at most
+that share of all pairs (a seeded choice): the model learns to keep the format.
+
+Every record has ``pair_type: actor``; Meta-Rewarding's judge pairs (stages/meta_judge.py) are ``judge``.
+
 ``rule: correct`` — the STaR / rejection-sampling fine-tuning baseline: every distinct correct
 self-generated completion becomes an SFT example (prompt/completion), at most ``pairs_per_prompt`` per
 question; the gold solution is added only if ``include_gold``.
@@ -29,6 +49,8 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from stages.thoughts import judged_text
+
 GOLD = -1  # sample_idx of the gold solution when it is used as a winner
 
 
@@ -40,6 +62,9 @@ class PairsConfig:
     unparseable_as_loser: bool = True  # a completion with no parseable answer is a loser (reward 0)
     max_pairs: int | None = None  # cap on the total (None = no cap)
     min_gap: float = 0.0  # rule=score: a best-worst score gap below this gives no pair (a tie never does)
+    length_control: str = "none"  # rule=score: none | zscore (TPO) | bands (Meta-Rewarding)
+    rho: float = 0.0  # length-control strength (TPO: 0..0.5; Meta-Rewarding: 0, 0.32, 0.32, 0.4 per iteration)
+    max_unparsed_share: float = 0.0  # rule=score: share of pairs that may have an unparsed output as rejected (TPO: 0.1)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -49,6 +74,14 @@ class PairsConfig:
             raise ValueError(f"pairs.min_gap must be >= 0, got {self.min_gap}")
         if self.pairs_per_prompt < 1:
             raise ValueError(f"pairs.pairs_per_prompt (K) must be >= 1, got {self.pairs_per_prompt}")
+        if self.length_control not in ("none", "zscore", "bands"):
+            raise ValueError(f"pairs.length_control must be 'none', 'zscore' or 'bands', got {self.length_control!r}")
+        if not 0 <= self.rho <= 1:
+            raise ValueError(f"pairs.rho must be in [0, 1], got {self.rho}")
+        if self.length_control == "none" and self.rho:
+            raise ValueError("pairs.rho needs pairs.length_control=zscore or bands")
+        if not 0 <= self.max_unparsed_share < 1:
+            raise ValueError(f"pairs.max_unparsed_share must be in [0, 1), got {self.max_unparsed_share}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ValueError(f"pairs.max_pairs must be >= 1 or null, got {self.max_pairs}")
 
@@ -92,14 +125,17 @@ def build_pairs(prompts: list[dict], candidates: list[dict], cfg: PairsConfig) -
     stats = {"prompts": len(prompts), "prompts_with_pairs": 0, "skipped_no_winner": 0, "skipped_no_loser": 0,
              "same_text": 0, "capped": 0, "gold_used": 0}
     if cfg.rule == "score":
-        stats.update({"skipped_too_few_scored": 0, "skipped_tie": 0, "skipped_small_gap": 0})
+        stats.update({"skipped_too_few_scored": 0, "skipped_tie": 0, "skipped_small_gap": 0,
+                      "unparsed_pairs": 0, "unparsed_dropped": 0})
     records: list[dict] = []
+    unparsed: list[dict] = []
     for p in prompts:
         cands = sorted(by_prompt.get(p["prompt_id"], []), key=lambda c: c["sample_idx"])
         if cfg.rule == "score":
             new = _score_pair(p, cands, cfg, stats)
             stats["prompts_with_pairs"] += bool(new)
             records += new
+            unparsed += _unparsed_pair(p, cands, cfg)
             continue
         winners = _distinct([(c["sample_idx"], c["completion"], c["reward"]) for c in cands if c["reward"] > 0])
         losers = _distinct([(c["sample_idx"], c["completion"], c["reward"]) for c in cands if c["reward"] <= 0
@@ -117,8 +153,26 @@ def build_pairs(prompts: list[dict], candidates: list[dict], cfg: PairsConfig) -
         records += new
     capped = _cap(records, cfg.max_pairs, cfg.seed)
     stats["capped"] = len(records) - len(capped)
+    if unparsed:  # at most max_unparsed_share of the final pairs: k <= share * (n + k)
+        room = math.floor(cfg.max_unparsed_share * len(capped) / (1 - cfg.max_unparsed_share) + 1e-9)
+        random.Random(f"{cfg.seed}:unparsed").shuffle(unparsed)
+        stats["unparsed_pairs"], stats["unparsed_dropped"] = min(room, len(unparsed)), max(0, len(unparsed) - room)
+        keep = {id(r) for r in unparsed[:room]}
+        capped += [r for r in unparsed if id(r) in keep]
+    if cfg.rule == "score":
+        stats.update(length_stats(capped))
     stats["pairs"] = len(capped)
     return capped, stats
+
+
+def length_stats(pairs: list[dict]) -> dict:
+    """Mean chosen / rejected response lengths (characters) and the share of pairs whose chosen is longer."""
+    if not pairs:
+        return {"chosen_chars": None, "rejected_chars": None, "length_gap": None, "chosen_longer_share": None}
+    c = [r["chosen_length"] for r in pairs]
+    rj = [r["rejected_length"] for r in pairs]
+    return {"chosen_chars": sum(c) / len(c), "rejected_chars": sum(rj) / len(rj),
+            "length_gap": (sum(c) - sum(rj)) / len(c), "chosen_longer_share": sum(a > b for a, b in zip(c, rj)) / len(c)}
 
 
 def _irpo_pairs(p: dict, winners: list, losers: list, cfg: PairsConfig, stats: dict) -> list[dict]:
@@ -145,7 +199,7 @@ def _pair(p: dict, chosen: tuple[int, str, float], rejected: tuple[int, str, flo
     return {"prompt_id": p["prompt_id"], "prompt": p["messages"],
             "chosen": [{"role": "assistant", "content": wt}], "rejected": [{"role": "assistant", "content": lt}],
             "chosen_sample_idx": wi, "rejected_sample_idx": li,
-            "chosen_reward": float(wr), "rejected_reward": float(lr)}
+            "chosen_reward": float(wr), "rejected_reward": float(lr), "pair_type": "actor"}
 
 
 def _sft_examples(p: dict, winners: list, cfg: PairsConfig, stats: dict) -> list[dict]:
@@ -159,18 +213,58 @@ def _sft_examples(p: dict, winners: list, cfg: PairsConfig, stats: dict) -> list
     } for wi, wt, wr in winners[: cfg.pairs_per_prompt]]
 
 
+def _z(values: list[float]) -> list[float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return [(v - mean) / sd if sd > 0 else 0.0 for v in values]
+
+
 def _score_pair(p: dict, cands: list[dict], cfg: PairsConfig, stats: dict) -> list[dict]:
-    scored = _distinct([(c["sample_idx"], c["completion"], c["reward"]) for c in cands if c["reward"] is not None])
+    seen, scored = set(), []
+    for c in cands:  # distinct texts with a score (an unparsed or unjudged output has none)
+        if c["reward"] is not None and c["completion"].strip() and c["completion"].strip() not in seen:
+            seen.add(c["completion"].strip())
+            scored.append(c)
     if len(scored) < 2:
         stats["skipped_too_few_scored"] += 1
         return []
     rng = random.Random(f"{cfg.seed}:{p['prompt_id']}")
-    rng.shuffle(scored)  # equal scores: a seeded choice, not always the first sample
-    best, worst = max(scored, key=lambda x: x[2]), min(scored, key=lambda x: x[2])
-    if best[2] == worst[2]:
+    rng.shuffle(scored)  # equal keys: a seeded choice, not always the first sample
+    length = {id(c): len(judged_text(c)) for c in scored}
+    if cfg.length_control == "zscore":
+        s = dict(zip(map(id, scored), (zs - cfg.rho * zl for zs, zl in zip(
+            _z([c["reward"] for c in scored]), _z([length[id(c)] for c in scored])))))
+        best, worst = max(scored, key=lambda c: s[id(c)]), min(scored, key=lambda c: s[id(c)])
+    elif cfg.length_control == "bands":
+        hi, lo = max(c["reward"] for c in scored), min(c["reward"] for c in scored)
+        band = cfg.rho * (hi - lo)
+        best = min((c for c in scored if c["reward"] >= hi - band), key=lambda c: length[id(c)])
+        worst = max((c for c in scored if c["reward"] <= lo + band and c is not best), key=lambda c: length[id(c)],
+                    default=best)
+    else:
+        best, worst = max(scored, key=lambda c: c["reward"]), min(scored, key=lambda c: c["reward"])
+    if best["reward"] <= worst["reward"]:  # all equal, or length control picked a pair of equal scores
         stats["skipped_tie"] += 1
         return []
-    if best[2] - worst[2] < cfg.min_gap:
+    if best["reward"] - worst["reward"] < cfg.min_gap:
         stats["skipped_small_gap"] += 1
         return []
-    return [_pair(p, best, worst)]
+    return [_pair(p, _side(best), _side(worst)) | {"chosen_length": length[id(best)], "rejected_length": length[id(worst)],
+                                                "rejected_unparsed": False}]
+
+
+def _side(c: dict) -> tuple[int, str, float]:
+    return c["sample_idx"], c["completion"], c["reward"]
+
+
+def _unparsed_pair(p: dict, cands: list[dict], cfg: PairsConfig) -> list[dict]:
+    """The prompt's best-scored response vs one of its unparsed outputs (seeded), or nothing."""
+    bad = [c for c in cands if c.get("parsed") is False and c["completion"].strip()]
+    scored = [c for c in cands if c["reward"] is not None]
+    if not cfg.max_unparsed_share or not bad or not scored:
+        return []
+    rng = random.Random(f"{cfg.seed}:{p['prompt_id']}:unparsed")
+    best = max(scored, key=lambda c: (c["reward"], -len(judged_text(c))))
+    worst = rng.choice(bad)
+    return [_pair(p, _side(best), (worst["sample_idx"], worst["completion"], 0.0))
+            | {"chosen_length": len(judged_text(best)), "rejected_length": len(worst["completion"]), "rejected_unparsed": True}]

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from stages.thoughts import judged_text
+
 EXTRACTORS = ("answer_line", "boxed", "answer_is", "last_number")
 CORRECT, INCORRECT, UNPARSEABLE = "correct", "incorrect", "unparseable"
 MAX_SPAN = 200  # characters of an answer span handed to the parser
@@ -168,6 +170,6 @@ def verify(completions: list[dict], gold: dict[str, str | list[dict]], cfg: Veri
     `gold` maps prompt_id to its gold answer (or constraint list: `Problem.target()`)."""
     out = []
     for c in completions:
-        span, how, status = check(c["completion"], gold[c["prompt_id"]], cfg)
+        span, how, status = check(judged_text(c), gold[c["prompt_id"]], cfg)  # the response part, with thoughts
         out.append(Verdict(c["prompt_id"], int(c["sample_idx"]), span, how, status, 1.0 if status == CORRECT else 0.0))
     return out

@@ -13,7 +13,7 @@ from hydra.errors import ConfigCompositionException
 from conftest import ROOT
 from pipeline.config import ConfigError, plan, stage_configs, validate
 
-METHODS = ["irpo", "dpo", "star", "self_rewarding"]
+METHODS = ["irpo", "dpo", "star", "self_rewarding", "tpo", "tpo_direct", "meta_rewarding"]
 
 
 def _compose(*overrides: str):
@@ -30,9 +30,18 @@ def test_every_preset_composes_and_validates(method, experiment, model, logger, 
     validate(cfg)
     keys = plan(cfg)
     s = stage_configs(cfg)
-    assert len(keys) == 2 + (s.bootstrap is not None) + 6 * cfg.iterations
+    metas = sum(stage_configs(cfg, t).meta_judge is not None for t in range(1, cfg.iterations + 1))
+    assert len(keys) == 2 + (s.bootstrap is not None) + 6 * cfg.iterations + metas
     assert cfg.method_name == method
-    if method == "self_rewarding":
+    if method in ("tpo", "tpo_direct"):
+        assert s.thought.enabled == (method == "tpo") and s.llm_judge.model == "initial"
+        assert s.pairs.length_control == "zscore" and s.pairs.max_unparsed_share == 0.1 and s.meta_judge is None
+    elif method == "meta_rewarding":
+        assert s.meta_judge and s.pairs.length_control == "bands" and not s.thought.enabled
+        if cfg.iterations >= 3:  # judge pairs in the first two iterations only; rho rises
+            assert [stage_configs(cfg, t).meta_judge is not None for t in (1, 2, 3)] == [True, True, False]
+            assert [stage_configs(cfg, t).pairs.rho for t in (1, 2, 3)] == [0.0, 0.32, 0.32]
+    elif method == "self_rewarding":
         assert s.llm_judge and s.pairs.rule == "score" and s.prompts.source == "self_instruct"
         assert s.task.source == "constraints" and s.train.alpha == 0 and s.bootstrap.train.trainer == "sft"
     elif method == "star":
@@ -74,8 +83,8 @@ def test_schedule_sets_per_iteration_values():
     ("+schedule.generate.nope=[1]", "schedule: generate has no field 'nope'"),
     ("+schedule.generate.temperature=[]", "schedule.generate.temperature: give a non-empty list"),
     ("+schedule.nope.x=[1]", "schedule.nope: not a per-iteration stage group"),
-    ("judge.kind=oracle", "judge.kind must be 'verify' or 'llm'"),
-    ("bootstrap=seed", "bootstrap.eft needs an LLM judge"),
+    ("judge.kind=oracle", "judge.kind must be 'verify', 'llm' or 'pairwise'"),
+    ("bootstrap=seed", "bootstrap.eft needs a model judge"),
     ("prompts=self_instruct", None),  # valid on its own: the task's test split still evaluates
 ])
 def test_impossible_values_are_refused_with_a_reason(override, message):
