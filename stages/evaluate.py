@@ -106,12 +106,12 @@ def evaluate(model_path: str, prompts: list[dict], gold: dict[str, str | list[di
         "accuracy_lenient": sum(r["correct_lenient"] for r in records) / n,
         "unparseable_rate": sum(r["status"] == UNPARSEABLE for r in records) / n,
         "mean_tokens": sum(r["num_tokens"] for r in records) / n,
-        "response_chars": sum(len(r["completion"]) for r in records) / n,
         "questions": len(records),
         "tokens_per_s": gen_stats["tokens_per_s"],
     }
     if thought_cfg.enabled:
         metrics.update(thought_stats)
+    metrics["response_chars"] = sum(len(r["completion"]) for r in records) / n  # what was checked and judged
     if any("constraints_met" in r for r in records):
         metrics["instruction_accuracy"] = sum(r.get("constraints_met", 0.0) for r in records) / n
     if cfg.win_rate and baseline is not None:
