@@ -3,6 +3,7 @@
     python -m pipeline.inspect outputs/irpo-smollm2-135m-instruct-arithmetic
     python -m pipeline.inspect <run dir> --pairs 3 --iteration 2     # show 3 pairs of iteration 2
     python -m pipeline.inspect <run dir> --judgments 2               # 2 judged responses with the judge's text
+    python -m pipeline.inspect <run dir> --meta 1                    # meta-judge comparisons (Meta-Rewarding)
 
 Every table in an iteration folder is a Parquet file: open it with pandas or datasets directly, e.g.
     pandas.read_parquet("<run>/iter_01/pairs.parquet")
@@ -38,7 +39,7 @@ def summary(run_dir: Path) -> str:
             if mk.exists():
                 m = json.loads(mk.read_text())
                 done.append(f"{name}({m['count']}, {m['seconds']:.0f}s)")
-        pending = [n for n in STAGES if not (d / f"{n}.done.json").exists()] if d.name != "iter_00" else []
+        pending = [n for n in STAGES if n != "meta_judgments" and not (d / f"{n}.done.json").exists()] if d.name != "iter_00" else []
         lines.append(f"{d.name}: done " + (", ".join(done) or "-") + (f"; not done: {', '.join(pending)}" if pending
                                                                        else ""))
         if (d / "metrics.json").exists():
@@ -64,7 +65,8 @@ def _latest(run_dir: Path, name: str, n: int, iteration: int | None):
 def show_pairs(run_dir: Path, n: int, iteration: int | None, width: int = 300) -> str:
     path, df, out = _latest(run_dir, "pairs", n, iteration)
     for _, r in ([] if df is None else df.iterrows()):
-        out.append(f"\n--- {r['prompt_id']} (iteration {r['iteration']})")
+        kind = f" [{r['pair_type']} pair]" if isinstance(r.get("pair_type"), str) else ""
+        out.append(f"\n--- {r['prompt_id']} (iteration {r['iteration']}){kind}")
         out.append("PROMPT:   " + _clip(r["prompt"][-1]["content"], width))
         if "chosen" in r:
             src = "gold solution" if r["chosen_sample_idx"] == -1 else f"sample {r['chosen_sample_idx']}"
@@ -87,7 +89,11 @@ def show_judgments(run_dir: Path, n: int, iteration: int | None, width: int = 30
     for _, r in df.iterrows():
         out.append(f"\n--- {r['prompt_id']} sample {r['sample_idx']} (iteration {r['iteration']})")
         out.append("PROMPT:   " + _clip(prompts.loc[r["prompt_id"], "messages"][-1]["content"], width))
-        out.append("RESPONSE: " + _clip(r["completion"], width))
+        if isinstance(r.get("thought"), str):  # TPO: the judge saw only the response
+            out.append("THOUGHT:  " + _clip(r["thought"], width))
+            out.append("RESPONSE: " + (_clip(r["response"], width) if r["parsed"] else f"(unparsed: {r['parse_error']})"))
+        else:
+            out.append("RESPONSE: " + _clip(r["completion"], width))
         if "judgments" in r:  # an LLM judge: every judgment and its parsed score (None = dropped)
             score = "no valid judgment" if r["reward"] is None or r["reward"] != r["reward"] else f"{r['reward']:.2f}"
             scores = [None if x is None or x != x else float(x) for x in r["judgment_scores"]]
@@ -99,12 +105,35 @@ def show_judgments(run_dir: Path, n: int, iteration: int | None, width: int = 30
     return "\n".join(out)
 
 
+def show_meta(run_dir: Path, n: int, iteration: int | None, width: int = 300) -> str:
+    """The meta-judge's comparisons of the first n meta-judged responses: both judgments, both verdicts, Elo."""
+    import pandas as pd
+
+    path, df, out = _latest(run_dir, "meta_judgments", 10**9, iteration)
+    if df is None:
+        return out[0]
+    judged = pd.read_parquet(path.with_name("judgments.parquet")).set_index(["prompt_id", "sample_idx"])
+    out = [f"\n{path} ({len(df)} comparisons)"]
+    for (pid, k), group in list(df.groupby(["prompt_id", "sample_idx"], sort=False))[:n]:
+        r = judged.loc[(pid, k)]
+        out.append(f"\n--- {pid} sample {k}: {len(group)} comparisons of its judgments")
+        out.append("RESPONSE: " + _clip(r["response"] if isinstance(r.get("response"), str) else r["completion"], width))
+        for _, c in group.iterrows():
+            i, j = int(c["judgment_i"]), int(c["judgment_j"])
+            out.append(f"JUDGMENT i={i} (score {c['score_i']:g}, Elo {c['elo_i']:.0f}): " + _clip(r["judgments"][i], width))
+            out.append(f"JUDGMENT j={j} (score {c['score_j']:g}, Elo {c['elo_j']:.0f}): " + _clip(r["judgments"][j], width))
+            outcome = {1.0: "i wins", 0.0: "j wins", 0.5: "tie"}.get(c["outcome_i"], "no verdict")
+            out.append(f"    verdicts (i first / j first): {c['winner_ij']} / {c['winner_ji']} -> {outcome}")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--pairs", type=int, default=0, help="show this many pairs (default: none)")
     ap.add_argument("--judgments", type=int, default=0, help="show this many judged responses (default: none)")
+    ap.add_argument("--meta", type=int, default=0, help="show the meta-judge's comparisons for this many responses")
     ap.add_argument("--iteration", type=int, default=None, help="iteration to show (default: last)")
     a = ap.parse_args(argv)
     try:
@@ -113,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             print(show_pairs(a.run_dir, a.pairs, a.iteration))
         if a.judgments:
             print(show_judgments(a.run_dir, a.judgments, a.iteration))
+        if a.meta:
+            print(show_meta(a.run_dir, a.meta, a.iteration))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ evaluation), so a run's saved config records what was asked; ``thought: none`` a
 baseline).
 
 Splitting (`split`), markers matched at the start of a line, case-insensitively, optionally decorated with
-markdown (``## Response:``, ``**Response:**``):
+markdown (``## Response``, ``**Response:**``; a marker's colon may be left out only when nothing follows it
+on the line, so "Response to the user" is not a marker):
 
 * the output is cut at the **last** response-marker line: what follows is the response, what precedes it
   (without a leading thought-marker line) is the thought. A draft response inside the thoughts therefore
@@ -47,8 +48,13 @@ class ThoughtConfig:
 
 
 def _marker_line(marker: str) -> re.Pattern:
-    """A line that starts with `marker` (any case), optionally decorated with #, * or _ around it."""
-    return re.compile(r"(?im)^[ \t#*_>]*" + re.escape(marker.strip()) + r"[ \t*_]*")
+    """A line that starts with `marker` (any case; a marker's trailing colon may be left out when the line ends there),
+    optionally decorated with #, * or _ around it: "Response:", "## Response", "**Response:**"."""
+    marker = marker.strip()
+    if not marker.endswith(":"):  # a tag such as <answer>: matched as written
+        return re.compile(r"(?im)^[ \t#*_>]*" + re.escape(marker) + r"[ \t*_]*")
+    base = re.escape(marker.rstrip(":").strip())
+    return re.compile(r"(?im)^[ \t#*_>]*" + base + r"[ \t*_]*(?::|$)[ \t*_]*")
 
 
 def split(text: str, cfg: ThoughtConfig) -> dict:

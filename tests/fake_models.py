@@ -69,3 +69,27 @@ def longer_wins(prompts, cfg):
 def always_one(prompts, cfg):
     """A broken model: one completion per prompt whatever num_samples asks for."""
     return [["only one"] for _ in prompts]
+
+
+def varied_judge(prompts, cfg):
+    """A judge whose J judgments of one response disagree: judgment k is k+1 sentences long and gives
+    (checksum + k) mod 6 points, so the meta-judge has judgments of different scores and lengths to rank."""
+    out = []
+    for p in prompts:
+        response = _content(p).split("Response:")[-1].split("After examining")[0].strip()
+        base = score_of(response)
+        out.append([" ".join(["This part is checked."] * (k + 1)) + f"\nScore: {(base + k) % 6}"
+                    for k in range(cfg.num_samples)])
+    return out
+
+
+def longer_judgment_wins(prompts, cfg):
+    """A meta-judge preferring the longer judgment (a position-free, deterministic preference)."""
+    out = []
+    for p in prompts:
+        text = _content(p)
+        a = text.split("Judgment A:")[1].split("Judgment B:")[0]
+        b = text.split("Judgment B:")[1].split("Explain your decision")[0]
+        w = "A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie"
+        out.append([f"Winner: {w}"] * cfg.num_samples)
+    return out
