@@ -171,3 +171,34 @@ def test_self_rewarding_stage_keys_follow_the_models_they_read():
     assert fixed[(2, "judgments")].deps == ["iter_02/generations"]
     assert fixed[(2, "judgments")].config["judge"]["model"] == "/models/judge"
     assert "iter_00/model" in fixed[(2, "prompts")].deps and "iter_01/model" not in fixed[(2, "prompts")].deps
+
+
+@pytest.mark.parametrize("method,override,message", [
+    ("tpo", "thought.template=think_first", "thought.template must contain {instruction}"),
+    ("tpo", "pairs.length_control=shortest", "pairs.length_control must be"),
+    ("tpo", "pairs.rho=2", "pairs.rho must be in [0, 1]"),
+    ("tpo", "judge=pairwise judge.template=x", "pairwise template must contain"),
+    ("irpo", "meta_judge=pairwise", "meta_judge needs a pointwise LLM judge"),
+    ("meta_rewarding", "meta_judge.template='{instruction}'", "meta-judge template must contain"),
+    ("meta_rewarding", "meta_judge.max_share=0", "meta_judge.max_share must be in (0, 1)"),
+    ("meta_rewarding", "schedule.pairs.rho=[0,3]", "pairs.rho must be in [0, 1]"),  # caught for iteration 2
+])
+def test_tpo_and_meta_rewarding_values_are_refused_with_a_reason(method, override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+                       .replace("[", r"\[").replace("]", r"\]")):
+        validate(_compose(f"method={method}", *override.split()))
+
+
+def test_tpo_with_the_pairwise_judge_and_meta_rewarding_stage_keys():
+    s = stage_configs(_compose("method=tpo", "judge=pairwise"))
+    assert s.model_judge.kind == "pairwise" and s.model_judge.model == "initial" and s.llm_judge is None
+    assert "Winner:" in s.model_judge.template  # the win-rate template, which the bootstrap teaches
+    keys = plan(_compose("method=tpo", "judge=pairwise"))
+    assert keys[(1, "judgments")].deps == ["iter_01/generations", "iter_00/model"]  # M0 judges
+    assert "thought" in keys[(1, "generations")].config and "thought" in keys[(0, "eval")].config
+    assert "thought" not in plan(_compose())[(1, "generations")].config  # runs without thoughts keep their keys
+    keys = plan(_compose("method=meta_rewarding"))
+    assert keys[(1, "meta_judgments")].deps == ["iter_01/judgments", "iter_00/model"]
+    assert keys[(2, "meta_judgments")].deps == ["iter_02/judgments", "iter_01/model"]
+    assert (3, "meta_judgments") not in keys and "iter_03/meta_judgments" not in keys[(3, "pairs")].deps
+    assert keys[(1, "pairs")].config["judge_pairs"] == {"max_share": 0.2, "max_chosen_chars": 700}
