@@ -51,12 +51,15 @@ class WandbTracker(NoTracker):
     def log_pairs(self, t: int, records: list[dict]) -> None:
         if not records or not self.log_pairs_n:
             return
-        cols = ["iteration", "prompt_id", "prompt", "chosen", "rejected"]
+        cols = ["iteration", "prompt_id", "pair_type", "prompt", "chosen", "rejected"]
         table = self.wandb.Table(columns=cols)
-        for r in records[: self.log_pairs_n]:
-            side = lambda k: r[k][-1]["content"] if k in r else ""  # noqa: E731
-            table.add_data(t, r["prompt_id"], r["prompt"][-1]["content"], side("chosen") or side("completion"),
-                           side("rejected"))
+        judge = [r for r in records if r.get("pair_type") == "judge"]  # Meta-Rewarding: show both kinds
+        shown = judge[: self.log_pairs_n // 2] if judge else []
+        shown = [r for r in records if r.get("pair_type") != "judge"][: self.log_pairs_n - len(shown)] + shown
+        for r in shown:
+            side = lambda k: r[k][-1]["content"] if r.get(k) else ""  # noqa: E731
+            table.add_data(t, r["prompt_id"], r.get("pair_type") or "actor", r["prompt"][-1]["content"],
+                           side("chosen") or side("completion"), side("rejected"))
         self.run.log({"iteration": t, f"iter/pairs_sample_{t:02d}": table})
 
     def train_callback(self, t: int, step_offset: int):

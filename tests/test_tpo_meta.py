@@ -10,6 +10,7 @@ judge pairs must train together with the actor pairs."""
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 from pathlib import Path
@@ -19,9 +20,10 @@ import pytest
 
 from conftest import TINY, pipeline_cmd, run_pipeline
 from test_e2e import _counts, _kill_when, _table
+from wandb_reader import history
 
-SMALL = ["judge.max_new_tokens=24", "eval.pairwise_max_new_tokens=16", "logger=none"]
-TPO = TINY + ["method=tpo", "generate.max_new_tokens=24", "eval.max_new_tokens=24"] + SMALL
+SMALL = ["judge.max_new_tokens=24", "eval.pairwise_max_new_tokens=16"]
+TPO = TINY + ["method=tpo", "generate.max_new_tokens=24", "eval.max_new_tokens=24", "logger=none"] + SMALL
 META = TINY + ["method=meta_rewarding", "bootstrap=none", "judge.num_judgments=3", "meta_judge.max_share=0.5",
                "judge.model=py:tests.fake_models:varied_judge", "meta_judge.model=py:tests.fake_models:longer_judgment_wins",
                "eval.win_rate_judge=py:tests.fake_models:longer_wins"] + SMALL
@@ -119,14 +121,17 @@ def test_meta_rewarding_trains_actor_and_judge_pairs_together(meta_run):
         assert "meta_prefers_higher_score" in m and "eval_judge_agreement" in m and "judge_hist_5" in m
     actor = _table(run, 2, "pairs").query("pair_type == 'actor'")
     assert (actor["chosen_reward"] > actor["rejected_reward"]).all()
+    files = glob.glob(str(run / "wandb" / "offline-run-*" / "run-*.wandb"))  # the meta-judge's figures reach W&B
+    rows = [r for r in history(files[0]) if "iter/meta_position_bias" in r]
+    assert [r["iteration"] for r in rows] == [1, 2] and "iter/pairs_judge_pairs" in rows[0]
 
 
 def test_meta_rewarding_resumes_after_kill(tmp_path, env, meta_run):
     reference, _ = meta_run
     run = tmp_path / "run"
-    _kill_when(pipeline_cmd(run, *META), env, lambda: (run / "iter_01" / "model.tmp").exists())
+    _kill_when(pipeline_cmd(run, *META, "logger=none"), env, lambda: (run / "iter_01" / "model.tmp").exists())
     assert (run / "iter_01" / "meta_judgments.done.json").exists() and not (run / "iter_01" / "model.done.json").exists()
-    p = run_pipeline(run, *META, env=env)
+    p = run_pipeline(run, *META, "logger=none", env=env)
     assert "[iter 2]" in p.stdout and _counts(run) == _counts(reference)
     for name in ("judgments", "meta_judgments", "pairs"):
         pd.testing.assert_frame_equal(_table(run, 2, name), _table(reference, 2, name))
