@@ -17,9 +17,9 @@ from pipeline.report import iteration_metrics, print_summary_line, print_table
 from pipeline.store import Store
 from pipeline.tracking import make_tracker
 from stages.bootstrap import bootstrap_examples
+from stages.compare import judge_pairwise
 from stages.evaluate import evaluate
 from stages.generate import generate
-from stages.compare import judge_pairwise
 from stages.judge import judge
 from stages.meta_judge import judge_pairs, meta_judge
 from stages.pairs import build_pairs
