@@ -7,32 +7,17 @@ Examples:
     python -m pipeline -m train.beta=0.05,0.1             # a sweep: one folder and one W&B run per job
 """
 
-import os
 import sys
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("WANDB_SILENT", "true")
+from pipeline import quiet_libraries, setup_process
 
-import warnings  # noqa: E402
-
-warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's business
+setup_process()
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import pipeline.config  # noqa: E402,F401  (registers the ${basename:...} resolver)
-
-
-def _quiet_libraries() -> None:
-    """Keep the console to the pipeline's own progress bars and summaries: no per-file loading bars."""
-    import datasets
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
@@ -43,7 +28,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.loop import run
     from pipeline.store import RunInUseError, StaleStageError
 
-    _quiet_libraries()
+    quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
     try:

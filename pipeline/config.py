@@ -11,6 +11,8 @@ from pathlib import PurePosixPath
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.runner import RunnerConfig
+from pipeline.runner import runner_configs as _runner_configs
 from stages.bootstrap import BootstrapConfig
 from stages.compare import PairwiseJudgeConfig
 from stages.evaluate import EvalConfig
@@ -166,6 +168,14 @@ def _train_project(train: dict) -> dict:
     return {k: train.pop(k) for k in list(train) if k in PROJECT_KEYS}
 
 
+def runner_configs(cfg: DictConfig) -> dict[str, RunnerConfig]:
+    """Where each stage runs (the `runner` node), checked."""
+    try:
+        return _runner_configs(_node(cfg, "runner") if "runner" in cfg else {})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> None:
     """Everything that can be checked without loading a model, for every iteration. `overrides` are the
     command-line overrides: one that sets a field the schedule also sets would be silently ignored, so it is
@@ -185,6 +195,7 @@ def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> No
         raise ConfigError(f"logger.kind must be 'wandb' or 'none', got {cfg.logger.kind!r}")
     for t in range(1, cfg.iterations + 1):
         stage_configs(cfg, t)
+    runner_configs(cfg)
 
 
 # --------------------------------------------------------------------------- stage identity keys
@@ -198,6 +209,14 @@ def as_dict(obj) -> dict:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
 
 
+# fields added after runs already existed: left out of stage keys while at their defaults, so those runs keep their keys
+LATER_FIELDS = {"quantize": None, "vllm": {}}
+
+
+def identity(obj) -> dict:
+    return {k: v for k, v in as_dict(obj).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
 @dataclass
 class PlannedStage:
     key: str  # hash of the stage's config and of the keys of everything it reads
@@ -209,6 +228,8 @@ def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
     """Key of every stage of every iteration, derived from config alone. A finished stage whose marker holds
     another key is stale: its own config, or the config of something upstream, changed."""
     model = {"name_or_path": cfg.model.name_or_path}
+    train_procs = runner_configs(cfg).get("train", RunnerConfig()).nproc
+    procs = {"processes": train_procs} if train_procs > 1 else {}  # the global batch grows with the processes
     out: dict[tuple[int, str], PlannedStage] = {}
 
     def add(t, name, config, deps):
@@ -244,7 +265,7 @@ def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
         add(0, "bootstrap", {"bootstrap": {k: v for k, v in as_dict(s0.bootstrap).items() if k != "train"},
                              "judge_template": s0.llm_judge.template if s0.llm_judge else None,
                              "pairwise_template": bootstrap_pairwise_template(s0) or None, **thought(s0)}, [])
-        add(0, "model", {"model": model, "train": as_dict(s0.bootstrap.train)}, [(0, "bootstrap")])
+        add(0, "model", {"model": model, "train": identity(s0.bootstrap.train), **procs}, [(0, "bootstrap")])
     else:
         add(0, "model", {"model": model}, [])
     eval_stage(0, s0)
@@ -256,7 +277,7 @@ def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
             ident, deps = who(s.prompts.model, t - 1)
             previous = [(t - 1, "prompts")] if t > 1 and s.prompts.generated_shots else []
             add(t, "prompts", {"prompts": {**as_dict(s.prompts), **ident}, "iteration": t}, deps + previous)
-        add(t, "generations", {"generate": as_dict(s.generate), **thought(s)}, [(t, "prompts"), (t - 1, "model")])
+        add(t, "generations", {"generate": identity(s.generate), **thought(s)}, [(t, "prompts"), (t - 1, "model")])
         ident, deps = who(s.model_judge.model, t - 1) if s.model_judge else ({}, [])
         add(t, "judgments", {"judge": {**as_dict(s.judge), **ident}}, list(dict.fromkeys([(t, "generations")] + deps)))
         pair_deps = [(t, "judgments")]
@@ -269,6 +290,6 @@ def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
             pair_deps.append((t, "meta_judgments"))
         add(t, "pairs", pair_config, pair_deps)
         ref = [(0, "model")] if s.train.reference == "initial" else []
-        add(t, "model", {"train": as_dict(s.train)}, [(t, "pairs"), (t - 1, "model")] + ref)
+        add(t, "model", {"train": identity(s.train), **procs}, [(t, "pairs"), (t - 1, "model")] + ref)
         eval_stage(t, s)
     return out

@@ -11,15 +11,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import StageConfigs, bootstrap_pairwise_template, plan, stage_configs, validate
+from pipeline.config import StageConfigs, bootstrap_pairwise_template, plan, runner_configs, stage_configs, validate
 from pipeline.models import resolve_model
 from pipeline.report import iteration_metrics, print_summary_line, print_table
+from pipeline.runner import Runner
 from pipeline.store import Store
 from pipeline.tracking import make_tracker
 from stages.bootstrap import bootstrap_examples
 from stages.compare import judge_pairwise
 from stages.evaluate import evaluate
-from stages.generate import generate
+from stages.generate import generate, merge_shards
 from stages.judge import judge
 from stages.meta_judge import judge_pairs, meta_judge
 from stages.pairs import build_pairs
@@ -34,6 +35,7 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     validate(cfg, overrides)                        # bad values fail here, before any model loads
     store = Store(run_dir, plan(cfg))
     store.check(cfg.on_change)                      # stale results: refuse, or forget them
+    launch = Runner(runner_configs(cfg), run_dir)   # each stage here, or in its own process(es): config `runner`
     s = stage_configs(cfg, 1)
     task = load_task(s.task)                        # a missing file or field fails here too
     m0 = model = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)
@@ -46,8 +48,10 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
             seed_data, _ = store.table(0, "bootstrap", lambda: (bootstrap_examples(
                 s.llm_judge.template if s.llm_judge else "", s.bootstrap.ift, s.bootstrap.eft, s.bootstrap.seed,
                 pairwise_template=bootstrap_pairwise_template(s), thought_cfg=s.thought), {}))
-            m0 = model = store.model(0, lambda out: train(m0, seed_data, out, s.bootstrap.train, desc="bootstrap"))[0]
-        m0_eval, ev = store.table(0, "eval", lambda: _evaluate(0, {"current": m0, "initial": m0}, None, test, gold, s))
+            m0 = model = store.model(0, lambda out: launch("train", 0, train, model_path=m0, records=seed_data,
+                                                           output_dir=out, cfg=s.bootstrap.train, desc="bootstrap"))[0]
+        m0_eval, ev = store.table(0, "eval", lambda: _evaluate(launch, 0, {"current": m0, "initial": m0}, None, test,
+                                                                gold, s))
         history.append(iteration_metrics(store, 0, ev))
         store.write_metrics(0, history[-1])
         tracker.log_iteration(0, history[-1])
@@ -56,19 +60,24 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
         for t in range(1, cfg.iterations + 1):
             s = stage_configs(cfg, t)               # per-iteration schedule applied
             who = {"current": model, "initial": m0}  # M(t-1) is the current model while iteration t runs
-            prompts, _ = store.table(t, "prompts", lambda: _prompts(t, task, who, written, s, cfg.seed))
-            gens, _ = store.table(t, "generations", lambda: _generate(t, model, prompts, s))
-            judged, _ = store.table(t, "judgments", lambda: _judge(t, who, prompts, gens, gold, s))
-            meta = store.table(t, "meta_judgments", lambda: meta_judge(
-                who.get(s.meta_judge.model, s.meta_judge.model), prompts, judged, s.meta_judge,
-                desc=f"iter {t} meta-judge"))[0] if s.meta_judge else []
+            prompts, _ = store.table(t, "prompts", lambda: _prompts(launch, t, task, who, written, s, cfg.seed))
+            gens, _ = store.table(t, "generations", lambda: _generate(launch, t, model, prompts, s))
+            judged, _ = store.table(t, "judgments", lambda: _judge(launch, t, who, prompts, gens, gold, s))
+            meta = store.table(t, "meta_judgments", lambda: launch(
+                "meta_judge", t, meta_judge, model_path=who.get(s.meta_judge.model, s.meta_judge.model),
+                prompts=prompts, judged=judged, cfg=s.meta_judge, desc=f"iter {t} meta-judge"))[0] if s.meta_judge else []
             pairs, _ = store.table(t, "pairs", lambda: _pairs(prompts, judged, meta, s, cfg.seed))
-            cb = tracker.train_callback(t, train_steps)
-            model, trained = store.model(t, lambda out: train(model, pairs, out, s.train, initial_model_path=m0,
-                                                                callbacks=[cb] if cb else None, desc=f"iter {t} train"))
+            live = launch.in_process("train") and tracker.train_callback(t, train_steps)  # W&B curves while training
+            fresh = not store.is_done(t, "model")
+            model, trained = store.model(t, lambda out: launch(
+                "train", t, train, model_path=model, records=pairs, output_dir=out, cfg=s.train, initial_model_path=m0,
+                callbacks=[live] if live else None, desc=f"iter {t} train"))
+            if fresh and not live:                  # trained in worker processes: its curves from the model folder
+                tracker.log_train_history(t, train_steps, model)
             train_steps += trained["stats"].get("steps", 0)
             written = [p["question"] for p in prompts]
-            _, ev = store.table(t, "eval", lambda: _evaluate(t, {"current": model, "initial": m0}, m0_eval, test, gold, s))
+            _, ev = store.table(t, "eval", lambda: _evaluate(launch, t, {"current": model, "initial": m0}, m0_eval, test,
+                                                             gold, s))
             history.append(iteration_metrics(store, t, ev))
             store.write_metrics(t, history[-1])
             tracker.log_iteration(t, history[-1])
@@ -80,32 +89,34 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     return history
 
 
-def _prompts(t: int, task: LoadedTask, who: dict, written: list[str], s: StageConfigs, seed: int):
+def _prompts(launch: Runner, t: int, task: LoadedTask, who: dict, written: list[str], s: StageConfigs, seed: int):
     """The task's next training questions, or new instructions written by a model (self-instruct)."""
     if s.prompts.source == "self_instruct":
-        writer = who.get(s.prompts.model, s.prompts.model)
-        return self_instruct(writer, s.prompts, t, previous=written, desc=f"iter {t} self-instruct")
+        return launch("prompts", t, self_instruct, model_path=who.get(s.prompts.model, s.prompts.model), cfg=s.prompts,
+                      iteration=t, previous=written, desc=f"iter {t} self-instruct")
     problems = select_prompts(task.train, t, s.task.prompts_per_iteration, seed)
     return ([{"prompt_id": p.id, "messages": task.messages(p, s.task), "question": p.question, "answer": p.answer,
               "solution": p.solution, "kind": p.kind, "difficulty": p.difficulty} for p in problems],
             {"train_split": len(task.train), "skipped_rows": task.skipped})
 
 
-def _generate(t: int, model: str, prompts: list[dict], s: StageConfigs):
+def _generate(launch: Runner, t: int, model: str, prompts: list[dict], s: StageConfigs):
     """N samples per prompt; with thoughts (TPO) asked with the thought prompt and split into thought/response."""
-    gens, stats = generate(model, wrap(prompts, s.thought), s.generate, desc=f"iter {t} generate")
+    gens, stats = launch("generate", t, generate, merge=merge_shards, model_path=model,
+                         prompts=wrap(prompts, s.thought), cfg=s.generate, desc=f"iter {t} generate")
     if s.thought.enabled:
         gens, thought_stats = split_records(gens, s.thought)
         stats.update(thought_stats)
     return gens, stats
 
 
-def _judge(t: int, who: dict, prompts: list[dict], gens: list[dict], gold: dict, s: StageConfigs):
+def _judge(launch: Runner, t: int, who: dict, prompts: list[dict], gens: list[dict], gold: dict, s: StageConfigs):
     """Scores of the generations: the LLM judge (judge.kind=llm), the pairwise judge's Elo (judge.kind=pairwise),
     or the verifiable checker joined with its completions (pairs need the text) plus the outcome counts."""
     if s.model_judge:
         scorer = judge_pairwise if s.model_judge.kind == "pairwise" else judge
-        return scorer(who.get(s.model_judge.model, s.model_judge.model), prompts, gens, s.model_judge, desc=f"iter {t} judge")
+        return launch("judge", t, scorer, model_path=who.get(s.model_judge.model, s.model_judge.model), prompts=prompts,
+                      candidates=gens, cfg=s.model_judge, desc=f"iter {t} judge")
     records = [{**g, **v.__dict__} for g, v in zip(gens, verify(gens, gold, s.verify))]
     return records, {k: sum(r["status"] == k for r in records) for k in ("correct", "incorrect", "unparseable")}
 
@@ -120,8 +131,10 @@ def _pairs(prompts: list[dict], judged: list[dict], meta: list[dict], s: StageCo
     return pairs, stats
 
 
-def _evaluate(t: int, who: dict, m0_eval: list[dict] | None, test: list[dict], gold: dict, s: StageConfigs):
+def _evaluate(launch: Runner, t: int, who: dict, m0_eval: list[dict] | None, test: list[dict], gold: dict,
+              s: StageConfigs):
     """M(t) (= who["current"]) on the held-out prompts; judges named current/initial resolve through `who`."""
-    return evaluate(who["current"], test, gold, s.eval, s.verify, desc=f"eval M{t}", baseline=m0_eval if t else None,
-                    judge_cfg=s.llm_judge, judge_model=who.get(s.llm_judge.model, s.llm_judge.model) if s.llm_judge else None,
-                    win_judge_model=who.get(s.eval.win_rate_judge, s.eval.win_rate_judge), thought_cfg=s.thought)
+    return launch("eval", t, evaluate, model_path=who["current"], prompts=test, gold=gold, cfg=s.eval,
+                  verify_cfg=s.verify, desc=f"eval M{t}", baseline=m0_eval if t else None, judge_cfg=s.llm_judge,
+                  judge_model=who.get(s.llm_judge.model, s.llm_judge.model) if s.llm_judge else None,
+                  win_judge_model=who.get(s.eval.win_rate_judge, s.eval.win_rate_judge), thought_cfg=s.thought)

@@ -9,6 +9,7 @@ the run folder, so a resumed run logs into the same W&B run.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,8 @@ class NoTracker:
 
     def train_callback(self, t: int, step_offset: int):
         return None
+
+    def log_train_history(self, t: int, step_offset: int, model_dir: str) -> None: ...
 
     def finish(self) -> None: ...
 
@@ -73,6 +76,13 @@ class WandbTracker(NoTracker):
                 run.log({"train/step": step_offset + state.global_step, "train/iteration": t, **vals})
 
         return ToWandb()
+
+    def log_train_history(self, t: int, step_offset: int, model_dir: str) -> None:
+        """The training curves of a model trained in worker processes, from its trainer_log.json."""
+        path = Path(model_dir) / "trainer_log.json"
+        for logs in json.loads(path.read_text()) if path.is_file() else []:
+            vals = {f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float)) and k != "step"}
+            self.run.log({"train/step": step_offset + int(logs.get("step", 0)), "train/iteration": t, **vals})
 
     def finish(self) -> None:
         self.run.finish()

@@ -19,7 +19,7 @@ self-instruct, evaluation judges) goes through here, so each of them accepts suc
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -37,7 +37,8 @@ class GenerateConfig:
     seed: int = 0
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    backend: str = "hf"  # hf (transformers); vllm runs as a worker process (GPU only)
+    backend: str = "hf"  # hf (transformers, in this process) | vllm (a vLLM worker process per call, GPU)
+    vllm: dict = field(default_factory=dict)  # backend=vllm: python, tensor_parallel_size, data_parallel_size, ...
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -50,17 +51,28 @@ class GenerateConfig:
             raise ValueError(f"generate.top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("generate.max_new_tokens and generate.batch_size must be >= 1")
-        if self.backend != "hf":
-            raise ValueError(f"generate.backend={self.backend!r} is not available in-process; use 'hf'")
+        if self.backend not in ("hf", "vllm"):
+            raise ValueError(f"generate.backend must be 'hf' or 'vllm', got {self.backend!r}")
+        if self.backend == "vllm":
+            from stages.vllm_client import VllmOptions
+
+            VllmOptions.parse(self.vllm)
 
 
 def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: str = "generate",
-             model=None, tokenizer=None) -> tuple[list[dict], dict]:
+             model=None, tokenizer=None, shard: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
     """prompts: records with prompt_id and messages (chat format). Returns (records, stats): one record per
-    (prompt, sample) with prompt_id, sample_idx, completion, num_tokens, finish_reason ("stop" | "length")."""
+    (prompt, sample) with prompt_id, sample_idx, completion, num_tokens, finish_reason ("stop" | "length").
+    shard=(rank, world_size): this process takes batches rank, rank + world_size, ... (data-parallel generation
+    under the runner; `merge_shards` puts the parts back in prompt order). Batches and their seeds do not depend
+    on the number of processes, so the merged result is the one a single process gives."""
     t0 = time.time()
     if str(model_path).startswith("py:"):
         return _generate_py(str(model_path), prompts, cfg, t0)
+    if cfg.backend == "vllm":
+        from stages.vllm_client import generate_vllm
+
+        return generate_vllm(model_path, prompts, cfg, desc)
     tok = tokenizer or load_tokenizer(model_path)
     model = model if model is not None else load_model(model_path, cfg.dtype, cfg.device)
     stops = stop_token_ids(tok, model)
@@ -70,9 +82,12 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
     greedy = cfg.temperature == 0
     out: dict[int, list[dict]] = {}
     n_tokens = 0
-    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", dynamic_ncols=True)
-    for b, start in enumerate(range(0, len(order), cfg.batch_size)):
-        idx = order[start:start + cfg.batch_size]
+    rank, world = shard
+    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    mine = [(b, idx) for b, idx in enumerate(batches) if b % world == rank]
+    bar = tqdm(total=sum(len(idx) for _, idx in mine), desc=desc + (f" [rank {rank}/{world}]" if world > 1 else ""),
+               unit="prompt", dynamic_ncols=True)
+    for b, idx in mine:
         batch = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(model.device)
         torch.manual_seed(cfg.seed + b)
         with torch.inference_mode():
@@ -99,6 +114,21 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
     stats = {"tokens": n_tokens, "seconds": round(secs, 2), "tokens_per_s": round(n_tokens / max(secs, 1e-9), 1),
              "model_fingerprint": fingerprint(model), "truncated": sum(r["finish_reason"] == "length" for r in records)}
     return records, stats
+
+
+def in_prompt_order(prompts: list[dict], records: list[dict]) -> list[dict]:
+    order = {p["prompt_id"]: i for i, p in enumerate(prompts)}
+    return sorted(records, key=lambda r: (order[r["prompt_id"]], r["sample_idx"]))
+
+
+def merge_shards(kwargs: dict, parts: list[tuple[list[dict], dict]]) -> tuple[list[dict], dict]:
+    """The records of every process's shard in prompt order (then sample order), and their stats combined."""
+    records = in_prompt_order(kwargs["prompts"], [r for recs, _ in parts for r in recs])
+    stats = [s for _, s in parts]
+    tokens, secs = sum(s["tokens"] for s in stats), max(s["seconds"] for s in stats)
+    return records, {"tokens": tokens, "seconds": secs, "tokens_per_s": round(tokens / max(secs, 1e-9), 1),
+                     "model_fingerprint": stats[0]["model_fingerprint"],
+                     "truncated": sum(s["truncated"] for s in stats), "processes": len(parts)}
 
 
 def python_model(spec: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import torch
 
 
 def pick_device(device: str = "auto") -> str:
+    """auto: the GPU of this process's local rank (one per process under torchrun/accelerate), else the CPU."""
     if device != "auto":
         return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,11 @@ completion only.
 Reference model: ``reference: previous`` uses M(t) (the model being trained starts from it: TRL loads a
 frozen copy from the same path, or with LoRA disables the adapter); ``reference: initial`` keeps M0.
 ``lora`` (peft.LoraConfig keyword arguments) trains an adapter that is merged into the saved model, so
-the next iteration always generates from a plain checkpoint; ``lora: null`` is full fine-tuning.
+the next iteration always generates from a plain checkpoint (the adapter is kept in ``model/adapter`` for
+vLLM to serve directly); ``lora: null`` is full fine-tuning. ``quantize: 4bit`` is QLoRA: the frozen base is
+loaded in 4-bit NF4 by bitsandbytes (bf16 compute where the hardware has it) and the adapter trained on top;
+the saved model is the adapter merged into the unquantized base, which is what vLLM/HF then generate from (it
+differs slightly from the 4-bit model the adapter was trained against).
 Every other key of ``args`` is a TRL DPOConfig/SFTConfig field, passed through unchanged. On a machine
 without CUDA the stage sets ``use_cpu=True``, and ``bf16`` (autocast; the weights and optimizer stay fp32)
 only where the CPU does bf16 natively (AVX512-BF16/AMX), unless you set them.
@@ -21,6 +25,7 @@ only where the CPU does bf16 natively (AVX512-BF16/AMX), unless you set them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import time
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-PROJECT_KEYS = ("trainer", "alpha", "reference", "lora", "dtype")
+PROJECT_KEYS = ("trainer", "alpha", "reference", "lora", "quantize", "dtype")
 
 
 @dataclass
@@ -38,6 +43,7 @@ class TrainConfig:
     alpha: float | None = 1.0  # NLL weight on chosen (IRPO: 1); 0 = plain DPO; null = use args.loss_type
     reference: str = "previous"  # previous: M(t) | initial: M0 (DPO only)
     lora: dict | None = None  # peft.LoraConfig kwargs (r, lora_alpha, target_modules...); null = full FT
+    quantize: str | None = None  # null | 4bit: QLoRA, the frozen base in 4-bit NF4 (bitsandbytes), needs lora
     dtype: str = "float32"  # dtype the trained weights are loaded in (float32 | bfloat16)
     args: dict = field(default_factory=dict)  # TRL DPOConfig / SFTConfig fields, passed through
 
@@ -51,6 +57,16 @@ class TrainConfig:
         if self.alpha is not None and "loss_type" in self.args and self.trainer == "dpo":
             raise ValueError("set either train.alpha (IRPO's NLL weight) or train.loss_type, not both "
                              "(train.alpha=null hands loss_type/loss_weights to TRL unchanged)")
+        if self.quantize not in (None, "4bit"):
+            raise ValueError(f"train.quantize must be null or '4bit', got {self.quantize!r}")
+        if self.quantize and not self.lora:
+            raise ValueError("train.quantize=4bit (QLoRA) trains a LoRA adapter on the 4-bit base: set train.lora too, "
+                             "e.g. train.lora='{r: 16, lora_alpha: 32, target_modules: all-linear}'")
+        if self.quantize:
+            import importlib.util
+
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise ValueError("train.quantize=4bit needs bitsandbytes: pip install -e '.[qlora]'")
         valid = {f.name for f in dataclasses.fields(self.trl_config_class())}
         unknown = sorted(set(self.args) - valid)
         if unknown:
@@ -75,6 +91,7 @@ def _trl_args(cfg: TrainConfig, work_dir: Path):
 
         args.setdefault("use_cpu", True)
         args.setdefault("bf16", cpu_has_bf16())  # bf16 autocast, fp32 master weights: ~1.6x on AVX512-BF16
+    args.setdefault("ddp_find_unused_parameters", False)  # under torchrun/accelerate: every parameter is used
     args.setdefault("report_to", "none")
     args.setdefault("save_strategy", "no")
     args.setdefault("logging_steps", 1)
@@ -92,7 +109,8 @@ def _progress_callback(desc: str):
         bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, desc=desc, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=state.max_steps, desc=desc, unit="step", dynamic_ncols=True,
+                            disable=not state.is_world_process_zero)  # one bar however many processes train
 
         def on_step_end(self, args, state, control, **kwargs):
             self.bar.update(state.global_step - self.bar.n)
@@ -109,20 +127,38 @@ def _progress_callback(desc: str):
     return Progress()
 
 
-def _load(path: str, dtype: str):
+def _load(path: str, dtype: str, quantize: str | None = None):
     from transformers import AutoModelForCausalLM
 
     from stages.modeling import pick_dtype
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, "cpu"))
+    if quantize != "4bit":
+        return AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, "cpu"))
+    import os
+
+    from transformers import BitsAndBytesConfig
+
+    compute = pick_dtype("auto", "cuda" if torch.cuda.is_available() else "cpu")
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=compute)
+    device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb, dtype=compute, device_map={"": device})
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: TrainConfig,
           initial_model_path: str | None = None, callbacks: list | None = None, desc: str = "train") -> dict:
     """Train on `records` (DPO: prompt/chosen/rejected; SFT: prompt/completion, TRL's conversational
     format; extra provenance columns are dropped) starting from `model_path`, save the resulting plain
-    checkpoint (model + tokenizer) to `output_dir`, and return the training metrics. With no records the
-    model is saved unchanged (metrics say ``skipped``): an iteration without training data is not an error."""
+    checkpoint (model + tokenizer, and with LoRA the adapter in ``adapter/``) and TRL's log history
+    (``trainer_log.json``) to `output_dir`, and return the training metrics. With no records the model is
+    saved unchanged (metrics say ``skipped``): an iteration without training data is not an error. Under
+    torchrun/accelerate every rank calls this; the data is split between them and rank 0 writes."""
     from datasets import Dataset
     from peft import LoraConfig
 
@@ -131,8 +167,9 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
     t0 = time.time()
     output_dir = Path(output_dir)
     if not records:  # every question was skipped (all correct, or nothing correct for STaR): M(t+1) = M(t)
-        _load(model_path, cfg.dtype).save_pretrained(output_dir)
-        load_tokenizer(model_path).save_pretrained(output_dir)
+        if _is_main():
+            _load(model_path, cfg.dtype).save_pretrained(output_dir)
+            load_tokenizer(model_path).save_pretrained(output_dir)
         return {"examples": 0, "steps": 0, "seconds": round(time.time() - t0, 2), "skipped": True}
     work_dir = output_dir.with_name(output_dir.name + ".trainer")
     columns = ["prompt", "chosen", "rejected"] if cfg.trainer == "dpo" else ["prompt", "completion"]
@@ -140,7 +177,7 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
     tok = load_tokenizer(model_path, padding_side="right")
     args = _trl_args(cfg, work_dir)
     peft_config = LoraConfig(**{"task_type": "CAUSAL_LM", **cfg.lora}) if cfg.lora else None
-    model = _load(model_path, cfg.dtype)
+    model = _load(model_path, cfg.dtype, cfg.quantize)
     if cfg.trainer == "dpo":
         from trl import DPOTrainer
 
@@ -159,21 +196,31 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_progress_callback(f"{desc} ({cfg.trainer}, {len(records)} examples)"))
     result = trainer.train()
-    trained = trainer.model
-    if peft_config is not None:
-        trained = trained.merge_and_unload()
-    trained.save_pretrained(output_dir)
-    tok.padding_side = "left"
-    tok.save_pretrained(output_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    main = trainer.accelerator.is_main_process
+    # every rank takes part in saving (FSDP / ZeRO-3 gather the weights); rank 0 writes
+    trainer.save_model(str(output_dir / "adapter" if peft_config else output_dir))
+    if main:
+        if peft_config is not None:  # the adapter merged into a plain checkpoint (for QLoRA: into the unquantized base)
+            from peft import PeftModel
+
+            PeftModel.from_pretrained(_load(model_path, cfg.dtype), output_dir / "adapter").merge_and_unload() \
+                .save_pretrained(output_dir)
+        for extra in (output_dir / "training_args.bin", output_dir / "adapter" / "training_args.bin"):
+            extra.unlink(missing_ok=True)
+        tok.padding_side = "left"
+        tok.save_pretrained(output_dir)
+        (output_dir / "trainer_log.json").write_text(json.dumps(trainer.state.log_history))
+        shutil.rmtree(work_dir, ignore_errors=True)
     logs = [h for h in trainer.state.log_history if "loss" in h]
     metrics = {"train_loss": float(result.training_loss), "steps": int(trainer.state.global_step),
                "examples": len(records), "seconds": round(time.time() - t0, 2)}
+    if trainer.accelerator.num_processes > 1:
+        metrics["processes"] = trainer.accelerator.num_processes
     for key in ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
                 "logps/chosen", "logps/rejected"):
         vals = [h[key] for h in logs if key in h and math.isfinite(h[key])]
         if vals:
             metrics[f"{key}_first"], metrics[f"{key}_last"] = float(vals[0]), float(vals[-1])
             metrics[f"{key}_mean"] = float(sum(vals) / len(vals))
-    del trainer, model, trained
+    del trainer, model
     return metrics

@@ -45,3 +45,14 @@ def tiny_model(cache_dir) -> str:
     from pipeline.models import resolve_model
 
     return resolve_model("tiny:llama", cache_dir)
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, env) -> Path:
+    """One uninterrupted two-iteration run on the tiny model with W&B offline, shared by the tests that compare
+    against it (resume, stages as processes)."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    p = run_pipeline(run, *TINY, env=env)
+    assert "Held-out accuracy per iteration" in p.stdout
+    assert "[iter 1]" in p.stdout and "[iter 2]" in p.stdout
+    return run

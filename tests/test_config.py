@@ -202,3 +202,37 @@ def test_tpo_with_the_pairwise_judge_and_meta_rewarding_stage_keys():
     assert keys[(2, "meta_judgments")].deps == ["iter_02/judgments", "iter_01/model"]
     assert (3, "meta_judgments") not in keys and "iter_03/meta_judgments" not in keys[(3, "pairs")].deps
     assert keys[(1, "pairs")].config["judge_pairs"] == {"max_share": 0.2, "max_chosen_chars": 700}
+
+
+@pytest.mark.parametrize("overrides", [["runner=subprocess"], ["runner=multi"], ["generate=vllm"],
+                                       ["generate=vllm", "generate.vllm.data_parallel_size=2", "runner=subprocess"],
+                                       ["train.quantize=4bit", "train.lora={r: 8, target_modules: all-linear}"]])
+def test_scaling_presets_compose_and_validate(overrides):
+    cfg = _compose(*overrides)
+    validate(cfg)
+    assert plan(cfg)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("+runner.judge={kind: torchrun, nproc: 2}", "runner.judge.nproc=2: only ['generate', 'train']"),
+    ("+runner.pairs={kind: subprocess}", "runner.pairs: not a stage"),
+    ("runner.train.kind=slurm", "runner.train: kind must be one of"),
+    ("runner.train.nproc=2", "runner.train: nproc=2 needs kind=torchrun or kind=accelerate"),
+    ("generate.backend=sglang", "generate.backend must be 'hf' or 'vllm'"),
+    ("train.quantize=4bit", "train.quantize=4bit (QLoRA) trains a LoRA adapter"),
+    ("train.quantize=8bit", "train.quantize must be null or '4bit'"),
+])
+def test_scaling_values_are_refused_with_a_reason(override, message):
+    import re
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(_compose(override))
+
+
+def test_train_processes_enter_the_model_key_generation_processes_do_not():
+    base = plan(_compose())
+    multi = plan(_compose("runner=multi"))
+    assert multi[(1, "generations")].key == base[(1, "generations")].key  # same samples however many processes
+    assert multi[(1, "model")].key != base[(1, "model")].key  # the global batch doubled
+    assert multi[(1, "model")].config["processes"] == 2 and "processes" not in base[(1, "model")].config
+    assert "quantize" not in base[(1, "model")].config["train"] and "vllm" not in base[(1, "generations")].config["generate"]

@@ -31,16 +31,6 @@ def _table(run: Path, t: int, name: str) -> pd.DataFrame:
     return pd.read_parquet(run / f"iter_{t:02d}" / f"{name}.parquet")
 
 
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, env) -> Path:
-    """One uninterrupted two-iteration run with W&B offline, shared by the tests below."""
-    run = tmp_path_factory.mktemp("ref") / "run"
-    p = run_pipeline(run, *TINY, env=env)
-    assert "Held-out accuracy per iteration" in p.stdout
-    assert "[iter 1]" in p.stdout and "[iter 2]" in p.stdout
-    return run
-
-
 def test_two_iterations_write_every_artifact(reference_run):
     run = reference_run
     assert (run / ".hydra" / "config.yaml").is_file()
@@ -184,9 +174,14 @@ def test_changed_stage_config_is_refused_then_recomputed_on_request(tmp_path, en
     assert json.loads((run / "iter_01" / "model.done.json").read_text())["count"] == 4  # retrained on them
 
 
-def test_multirun_sweep_gives_each_job_its_folder_and_wandb_run(tmp_path, env):
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local"]], ids=["basic", "joblib", "submitit_local"])
+def test_multirun_sweep_gives_each_job_its_folder_and_wandb_run(tmp_path, env, launcher):
+    """Hydra's basic launcher (one job after the other), joblib (local parallel jobs) and submitit's local executor
+    (the code path of hydra/launcher=slurm, without a cluster)."""
     sweep = tmp_path / "sweep"
-    cmd = pipeline_cmd(tmp_path / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}", "train.beta=0.05,0.1")
+    cmd = pipeline_cmd(tmp_path / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}", "train.beta=0.05,0.1",
+                       *launcher)
     p = subprocess.run([*cmd[:3], "-m", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-4000:]
     jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
