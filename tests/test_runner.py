@@ -55,16 +55,19 @@ def test_arguments_and_results_survive_the_job_folder(tmp_path):
 
 
 def test_runner_config_is_checked_and_names_the_key():
+    import torch
+
     assert runner_configs({"train": {"kind": "torchrun", "nproc": 2}})["train"].nproc == 2
-    for bad, msg in [({"judge": {"kind": "torchrun", "nproc": 2}}, r"runner.judge.nproc=2: only \['generate', 'train'\]"),
-                     ({"train": {"kind": "subprocess", "nproc": 2}}, "runner.train: nproc=2 needs kind=torchrun"),
-                     ({"trian": {"kind": "subprocess"}}, "runner.trian: not a stage"),
-                     ({"train": {"kind": "slurm"}}, "runner.train: kind must be one of"),
-                     ({"train": {"kind": "accelerate", "accelerate_config": "/nope.yaml"}}, "no such file /nope.yaml")]
-                    + ([({"train": {"kind": "accelerate", "nproc": 2}}, "use kind=torchrun on CPU")]
-                       if not __import__("torch").cuda.is_available() else []):
+    bad = [({"judge": {"kind": "torchrun", "nproc": 2}}, r"runner.judge.nproc=2: only \['generate', 'train'\]"),
+           ({"train": {"kind": "subprocess", "nproc": 2}}, "runner.train: nproc=2 needs kind=torchrun"),
+           ({"trian": {"kind": "subprocess"}}, "runner.trian: not a stage"),
+           ({"train": {"kind": "slurm"}}, "runner.train: kind must be one of"),
+           ({"train": {"kind": "accelerate", "accelerate_config": "/nope.yaml"}}, "no such file /nope.yaml")]
+    if not torch.cuda.is_available():
+        bad.append(({"train": {"kind": "accelerate", "nproc": 2}}, "use kind=torchrun on CPU"))
+    for values, msg in bad:
         with pytest.raises(ValueError, match=msg):
-            runner_configs(bad)
+            runner_configs(values)
 
 
 def test_a_failed_worker_reports_its_exit_status_and_log_tail(tmp_path):
