@@ -2,7 +2,12 @@
 
 Prompts are rendered with the model's chat template, sorted by length and batched (``batch_size`` prompts
 x ``num_samples`` sequences per forward) so little compute goes to padding; each batch is seeded with
-``seed + batch index``, so the same inputs and config give the same completions. ``temperature: 0`` is
+``seed + batch index``, so the same inputs and config give the same completions. Decoding is the stage's own
+loop (``decode``) over the model's KV cache rather than ``model.generate``: each prompt is encoded once and its
+cache repeated for its samples, a finished sequence leaves the batch, and top-p sampling finds the nucleus
+among the 1024 most likely tokens and draws from it instead of sorting and drawing over the whole vocabulary
+(measured: those two took a third of generation time). Greedy decoding gives exactly ``generate``'s tokens;
+sampling draws from the same nucleus distribution, but not the same tokens as ``generate`` for a given seed. ``temperature: 0`` is
 greedy decoding (one completion per prompt). Runs on CPU or GPU (``device``); ``dtype: auto`` picks bf16
 where the hardware does it natively (a CUDA GPU, or a CPU with AVX512-BF16) and fp32 elsewhere — bf16
 changes the numerics, not the algorithm.
@@ -79,7 +84,6 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
     texts = [tok.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True) for p in prompts]
     ids = [tok(t, add_special_tokens=False).input_ids for t in texts]
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
-    greedy = cfg.temperature == 0
     out: dict[int, list[dict]] = {}
     n_tokens = 0
     rank, world = shard
@@ -90,13 +94,7 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
     for b, idx in mine:
         batch = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(model.device)
         torch.manual_seed(cfg.seed + b)
-        with torch.inference_mode():
-            seqs = model.generate(
-                **batch, do_sample=not greedy, temperature=None if greedy else cfg.temperature,
-                top_p=None if greedy else cfg.top_p, top_k=None if greedy else 0,
-                max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.num_samples,
-                pad_token_id=tok.pad_token_id, eos_token_id=stops)
-        new = seqs[:, batch["input_ids"].shape[1]:].cpu()
+        new = decode(model, batch["input_ids"], batch["attention_mask"], cfg, stops, tok.pad_token_id).cpu()
         for row, gen in enumerate(new):
             i, s = idx[row // cfg.num_samples], row % cfg.num_samples
             ends = [k for k, t in enumerate(gen.tolist()) if t in stops]
@@ -114,6 +112,64 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
     stats = {"tokens": n_tokens, "seconds": round(secs, 2), "tokens_per_s": round(n_tokens / max(secs, 1e-9), 1),
              "model_fingerprint": fingerprint(model), "truncated": sum(r["finish_reason"] == "length" for r in records)}
     return records, stats
+
+
+NUCLEUS_CANDIDATES = 1024  # top-p is looked for among the most likely tokens first (exact: see _top_p_sample)
+
+
+@torch.inference_mode()
+def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: GenerateConfig, stops: list[int],
+           pad_id: int) -> torch.Tensor:
+    """cfg.num_samples continuations of each (left-padded) prompt: [prompts x num_samples, <= max_new_tokens] token
+    ids, rows of a prompt together, padded with pad_id after the first stop token. The prompts are encoded once
+    and their KV cache repeated per sample; a finished sequence leaves the batch, so it costs no more compute;
+    sampling draws from the top-p nucleus only (temperature 0: greedy)."""
+    from transformers import DynamicCache
+
+    n, rows = cfg.num_samples, input_ids.shape[0] * cfg.num_samples
+    stop = torch.tensor(stops, device=input_ids.device)
+    cache = DynamicCache()
+    pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1].float()
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        logits, attention_mask, pos = (x.repeat_interleave(n, 0) for x in (logits, attention_mask, pos))
+    out = torch.full((rows, cfg.max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
+    alive = torch.arange(rows, device=input_ids.device)  # batch row -> output row
+    for step in range(cfg.max_new_tokens):
+        token = logits.argmax(-1) if cfg.temperature == 0 else _top_p_sample(logits / cfg.temperature, cfg.top_p)
+        out[alive, step] = token
+        done = torch.isin(token, stop)
+        if step == cfg.max_new_tokens - 1 or done.all():
+            break
+        if done.any():  # finished sequences leave the batch
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            alive, token, attention_mask, pos = alive[keep], token[keep], attention_mask[keep], pos[keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(alive), 1)], dim=1)
+        pos = pos[:, -1:] + 1
+        logits = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=pos,
+                       past_key_values=cache, use_cache=True).logits[:, -1].float()
+    return out
+
+
+def _top_p_sample(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """One token per row from the top-p nucleus (the smallest set of most likely tokens whose probability reaches
+    top_p; top-k off). The nucleus is found among the NUCLEUS_CANDIDATES most likely tokens and the sample drawn
+    among them, instead of sorting and drawing over the whole vocabulary (which took a third of generation
+    time); a row whose candidates do not reach top_p (a very flat distribution) falls back to all tokens, so
+    the distribution sampled is exactly the nucleus."""
+    probs = logits.softmax(-1)
+    if top_p >= 1.0:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    vals, idx = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
+    if bool((vals.sum(-1) < top_p).any()):
+        vals, idx = probs.sort(dim=-1, descending=True)
+    before = vals.cumsum(-1) - vals  # probability of the tokens ranked above each one
+    vals = vals.masked_fill(before >= top_p, 0.0)  # the top token always stays (before = 0)
+    choice = torch.multinomial(vals, 1)
+    return idx.gather(-1, choice).squeeze(-1)
 
 
 def in_prompt_order(prompts: list[dict], records: list[dict]) -> list[dict]:

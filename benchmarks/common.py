@@ -1,0 +1,91 @@
+"""Shared pieces of the benchmark scripts: the machine's measured matmul throughput, the prompts, and printing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def time_calls(owner, name: str, into: dict, bucket: str) -> None:
+    """Wrap owner.name so that every call adds its wall time to into[bucket] (instrumentation, same code runs)."""
+    fn = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            into[bucket] = into.get(bucket, 0.0) + time.perf_counter() - t0
+
+    setattr(owner, name, wrapper)
+
+
+def cache_dir() -> str:
+    return os.environ.get("SELFIMPROVE_CACHE", str(Path("~/.cache/selfimprove").expanduser()))
+
+
+def model_path(name: str) -> str:
+    """'embedded' (SmolLM2-135M-Instruct) or 'tiny' (2-layer random Llama), as the pipeline resolves them."""
+    from pipeline.models import resolve_model
+
+    return resolve_model("embedded:smollm2-135m-instruct" if name == "embedded" else "tiny:llama", cache_dir())
+
+
+def matmul_flops(dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    """Measured FLOP/s of an n x n matmul on this machine (all threads torch uses)."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+def arithmetic_prompts(n: int, seed_offset: int = 0) -> list[dict]:
+    """The default job's prompts: n training questions of the built-in arithmetic task (difficulty 1)."""
+    from stages.tasks import TaskConfig, load_task
+
+    cfg = TaskConfig(difficulties=[1], prompt_template='{question}\nSolve it step by step. End with a final line of '
+                                                      'the form "Answer: <number>".')
+    task = load_task(cfg)
+    return [{"prompt_id": p.id, "messages": task.messages(p, cfg), "problem": p}
+            for p in task.train[seed_offset:seed_offset + n]]
+
+
+def machine() -> str:
+    import torch
+
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
+    out = ["  ".join(c.rjust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(r.get(c, "")).rjust(w) for c, w in zip(cols, widths)) for r in rows]
+    return "\n".join(out)
+
+
+def header(title: str, command: str, inputs: str) -> None:
+    print(f"# {title}\n# {time.strftime('%Y-%m-%d %H:%M')} on {machine()}\n# reproduce: {command}\n# inputs: {inputs}\n",
+          flush=True)
