@@ -5,7 +5,8 @@
 
 The generate stage (batch 16, the default dtype) and the train stage (conf/train/dpo.yaml settings, 1 epoch)
 on the default job's arithmetic prompts and pairs (see bench_train.py); one factor varied at a time from
-16 prompts x 4 samples x 64 new tokens and 16 pairs. Model loading is not timed (DPO: Trainer.train() only).
+16 prompts x 4 samples x 64 new tokens and 16 pairs. Model loading is not timed (DPO: building the DPOTrainer, which
+precomputes the reference log-probs, plus Trainer.train()).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def main() -> None:
 
     from stages.modeling import load_model, load_tokenizer
 
+    from trl import DPOTrainer
+
+    time_calls(DPOTrainer, "__init__", TIMED, "train")  # where TRL precomputes the reference log-probs
     time_calls(Trainer, "train", TIMED, "train")
     header("scaling of generation and DPO time", f"python benchmarks/bench_scaling.py --model {a.model}",
            "one factor at a time from 16 prompts x 4 samples x 64 tokens (generation) and 16 pairs (DPO)")
