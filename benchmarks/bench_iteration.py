@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401
-from common import header, time_calls
+from common import header, time_calls, time_dpo
 
 TIMED: dict[str, float] = {}
 
@@ -37,7 +37,6 @@ def main() -> None:
 
     setup_process()
     quiet_libraries()
-    from transformers import Trainer
     from transformers.generation.utils import GenerationMixin
 
     import stages.generate
@@ -45,10 +44,7 @@ def main() -> None:
     bucket = "generate (decoding: sampling, evaluation, judges)"
     time_calls(stages.generate, "decode", TIMED, bucket)  # the stage's decoding loop
     time_calls(GenerationMixin, "generate", TIMED, bucket)  # and transformers' generate, wherever it is called
-    from trl import DPOTrainer
-
-    time_calls(DPOTrainer, "__init__", TIMED, "train (DPOTrainer init incl. reference log-probs, Trainer.train)")
-    time_calls(Trainer, "train", TIMED, "train (DPOTrainer init incl. reference log-probs, Trainer.train)")
+    time_dpo(TIMED, "train (DPOTrainer init incl. reference log-probs, Trainer.train)")
     for owner in (stages.verify, pipeline.loop):
         time_calls(owner, "verify", TIMED, "judge (answer checks)")
     time_calls(stages.evaluate, "check", TIMED, "judge (answer checks)")

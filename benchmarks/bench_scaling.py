@@ -18,7 +18,7 @@ from pathlib import Path
 
 import common  # noqa: F401
 from bench_train import pairs
-from common import arithmetic_prompts, header, model_path, table, time_calls
+from common import arithmetic_prompts, header, model_path, table, time_dpo
 
 
 TIMED: dict[str, float] = {}
@@ -53,14 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="embedded")
     a = ap.parse_args()
-    from transformers import Trainer
-
     from stages.modeling import load_model, load_tokenizer
 
-    from trl import DPOTrainer
-
-    time_calls(DPOTrainer, "__init__", TIMED, "train")  # where TRL precomputes the reference log-probs
-    time_calls(Trainer, "train", TIMED, "train")
+    time_dpo(TIMED, "train")
     header("scaling of generation and DPO time", f"python benchmarks/bench_scaling.py --model {a.model}",
            "one factor at a time from 16 prompts x 4 samples x 64 tokens (generation) and 16 pairs (DPO)")
     path = model_path(a.model)

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 import common  # noqa: F401
-from common import arithmetic_prompts, header, matmul_flops, model_path, table, time_calls
+from common import arithmetic_prompts, header, matmul_flops, model_path, table, time_dpo
 
 CONFIGS = {  # "stage" plus any of +precompute, +batchN (N pairs per micro-batch, 8 per step): variants to compare
     # (padding_free is accepted but a no-op in TRL 1.16: "temporarily unavailable", it falls back to padding)
@@ -62,14 +62,8 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
 
     from stages.modeling import load_tokenizer
 
-    from transformers import Trainer
-    from trl import DPOTrainer
-
     timed: dict[str, float] = {}
-    # both sides timed the same way: building the trainer (tokenizing; precomputed reference log-probs are
-    # computed there) and Trainer.train(); model loading and saving are not timed
-    time_calls(DPOTrainer, "__init__", timed, "train")
-    time_calls(Trainer, "train", timed, "train")
+    time_dpo(timed, "train")  # both sides timed the same way; model loading and saving are not timed
     records = pairs(n)
     path = model_path(model)
     if config == "trl-defaults":

@@ -33,6 +33,16 @@ def time_calls(owner, name: str, into: dict, bucket: str) -> None:
     setattr(owner, name, wrapper)
 
 
+def time_dpo(into: dict, bucket: str) -> None:
+    """Time DPO training as a whole: building the DPOTrainer (tokenizing; TRL precomputes the reference log-probs
+    there) plus Trainer.train(). Timing train() alone leaves the precomputed reference pass out."""
+    from transformers import Trainer
+    from trl import DPOTrainer
+
+    time_calls(DPOTrainer, "__init__", into, bucket)
+    time_calls(Trainer, "train", into, bucket)
+
+
 def cache_dir() -> str:
     return os.environ.get("SELFIMPROVE_CACHE", str(Path("~/.cache/selfimprove").expanduser()))
 

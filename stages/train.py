@@ -134,14 +134,14 @@ def _load(path: str, dtype: str, quantize: str | None = None):
 
     if quantize != "4bit":
         return AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, "cpu"))
-    import os
-
     from transformers import BitsAndBytesConfig
 
-    compute = pick_dtype("auto", "cuda" if torch.cuda.is_available() else "cpu")
+    from stages.modeling import pick_device
+
+    device = pick_device("auto")  # this process's GPU under torchrun/accelerate, else the CPU
+    compute = pick_dtype("auto", device)
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=compute)
-    device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
     return AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb, dtype=compute, device_map={"": device})
 
 
@@ -196,10 +196,9 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_progress_callback(f"{desc} ({cfg.trainer}, {len(records)} examples)"))
     result = trainer.train()
-    main = trainer.accelerator.is_main_process
     # every rank takes part in saving (FSDP / ZeRO-3 gather the weights); rank 0 writes
     trainer.save_model(str(output_dir / "adapter" if peft_config else output_dir))
-    if main:
+    if trainer.accelerator.is_main_process:
         if peft_config is not None:  # the adapter merged into a plain checkpoint (for QLoRA: into the unquantized base)
             from peft import PeftModel
 

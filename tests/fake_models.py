@@ -54,16 +54,21 @@ def first_wins(prompts, cfg):
     return [["A is better.\nWinner: A"] * cfg.num_samples for _ in prompts]
 
 
-def longer_wins(prompts, cfg):
-    """A pairwise judge preferring the longer response."""
+def _prefer_longer(prompts, cfg, what: str):
+    """Verdicts for pairwise prompts showing "<what> A:" and "<what> B:": the longer one wins (equal: tie)."""
     out = []
     for p in prompts:
         text = _content(p)
-        a = text.split("Response A:")[1].split("Response B:")[0]
-        b = text.split("Response B:")[1].split("Explain your decision")[0]
+        a = text.split(f"{what} A:")[1].split(f"{what} B:")[0]
+        b = text.split(f"{what} B:")[1].split("Explain your decision")[0]
         w = "A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie"
         out.append([f"Winner: {w}"] * cfg.num_samples)
     return out
+
+
+def longer_wins(prompts, cfg):
+    """A pairwise judge preferring the longer response."""
+    return _prefer_longer(prompts, cfg, "Response")
 
 
 def always_one(prompts, cfg):
@@ -85,11 +90,4 @@ def varied_judge(prompts, cfg):
 
 def longer_judgment_wins(prompts, cfg):
     """A meta-judge preferring the longer judgment (a position-free, deterministic preference)."""
-    out = []
-    for p in prompts:
-        text = _content(p)
-        a = text.split("Judgment A:")[1].split("Judgment B:")[0]
-        b = text.split("Judgment B:")[1].split("Explain your decision")[0]
-        w = "A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie"
-        out.append([f"Winner: {w}"] * cfg.num_samples)
-    return out
+    return _prefer_longer(prompts, cfg, "Judgment")
