@@ -31,8 +31,7 @@ def main() -> None:
     from hydra import compose, initialize_config_module
 
     import pipeline.loop
-    import stages.evaluate
-    import stages.verify
+    import stages.tasks
     from pipeline import quiet_libraries, setup_process
 
     setup_process()
@@ -45,9 +44,7 @@ def main() -> None:
     time_calls(stages.generate, "decode", TIMED, bucket)  # the stage's decoding loop
     time_calls(GenerationMixin, "generate", TIMED, bucket)  # and transformers' generate, wherever it is called
     time_dpo(TIMED, "train (DPOTrainer init incl. reference log-probs, Trainer.train)")
-    for owner in (stages.verify, pipeline.loop):
-        time_calls(owner, "verify", TIMED, "judge (answer checks)")
-    time_calls(stages.evaluate, "check", TIMED, "judge (answer checks)")
+    time_calls(stages.tasks.LoadedTask, "check", TIMED, "judge (answer checks)")  # every check: judging, evaluation
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=["iterations=1", "logger.mode=offline", *overrides])
     header("one iteration of the default job", "python benchmarks/bench_iteration.py " + " ".join(overrides),

@@ -18,12 +18,25 @@ import sys
 import textwrap
 from pathlib import Path
 
-from pipeline.report import STAGES, format_table
+from pipeline.report import NAMES, format_table
 
 
 def _clip(text: str, width: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _planned(run_dir: Path) -> list[tuple[int, str]]:
+    """The stages the run's saved config plans (pipeline/graph.py), in order; [] when it cannot be read."""
+    path = run_dir / ".hydra" / "config.yaml"
+    try:
+        from omegaconf import OmegaConf
+
+        from pipeline.graph import plan
+
+        return list(plan(OmegaConf.load(path)))
+    except Exception:  # no or an unreadable saved config: list what is there only
+        return []
 
 
 def summary(run_dir: Path) -> str:
@@ -32,14 +45,16 @@ def summary(run_dir: Path) -> str:
         raise FileNotFoundError(f"{run_dir}: no iteration folders (is this a run folder?)")
     lines = [f"Run: {run_dir.resolve()}", ""]
     history = []
+    planned = _planned(run_dir)
     for d in iters:
         done = []
-        for name in ("bootstrap",) + STAGES:  # bootstrap: iter_00 with bootstrap=seed
+        for name in NAMES:
             mk = d / f"{name}.done.json"
             if mk.exists():
                 m = json.loads(mk.read_text())
                 done.append(f"{name}({m['count']}, {m['seconds']:.0f}s)")
-        pending = [n for n in STAGES if n != "meta_judgments" and not (d / f"{n}.done.json").exists()] if d.name != "iter_00" else []
+        t = int(d.name.split("_")[1])
+        pending = [n for (it, n) in planned if it == t and not (d / f"{n}.done.json").exists()]
         lines.append(f"{d.name}: done " + (", ".join(done) or "-") + (f"; not done: {', '.join(pending)}" if pending
                                                                        else ""))
         if (d / "metrics.json").exists():
@@ -101,7 +116,8 @@ def show_judgments(run_dir: Path, n: int, iteration: int | None, width: int = 30
             for k, j in enumerate(r["judgments"]):
                 out.append(textwrap.indent(f"judgment {k}: " + _clip(j, width), "    "))
         else:  # the verifiable checker
-            out.append(f"VERDICT: {r['status']} (extracted {r['extracted']!r}, reward {r['reward']:.0f})")
+            out.append(f"VERDICT: {r['status']} (extracted {r['extracted']!r}, reward {r['reward']:.0f})"
+                       + (f": {r['feedback']}" if isinstance(r.get("feedback"), str) else ""))
     return "\n".join(out)
 
 

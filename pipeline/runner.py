@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Callable
 
 KINDS = ("inprocess", "subprocess", "torchrun", "accelerate")
-STAGES = ("prompts", "generate", "judge", "meta_judge", "train", "eval")  # keys of the `runner` config node
 MULTI_PROCESS = ("generate", "train")  # stages that split their work over nproc > 1 processes
 ACCELERATE_CONFIGS = Path(__file__).parent / "accelerate"
 
@@ -67,12 +66,13 @@ class RunnerConfig:
             raise ValueError(f"python: no interpreter {self.python!r}")
 
 
-def runner_configs(values: dict) -> dict[str, RunnerConfig]:
-    """The `runner` config node as {stage: RunnerConfig}; ValueError names the key."""
+def runner_configs(values: dict, stages: tuple[str, ...]) -> dict[str, RunnerConfig]:
+    """The `runner` config node as {stage group: RunnerConfig}; `stages`: the groups that may run as processes
+    (pipeline/graph.py). ValueError names the key."""
     out = {}
     for stage, v in (values or {}).items():
-        if stage not in STAGES:
-            raise ValueError(f"runner.{stage}: not a stage that can run as a process (stages: {list(STAGES)})")
+        if stage not in stages:
+            raise ValueError(f"runner.{stage}: not a stage that can run as a process (stages: {list(stages)})")
         try:
             out[stage] = RunnerConfig(**(v or {}))
         except (TypeError, ValueError) as e:

@@ -23,7 +23,7 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import PlannedStage
+from pipeline.graph import LAYOUT, PlannedStage
 
 
 class StaleStageError(RuntimeError):
@@ -84,6 +84,12 @@ class Store:
         p = self.marker_path(t, name)
         return json.loads(p.read_text()) if p.exists() else None
 
+    def read(self, t: int, name: str) -> list[dict]:
+        """The records of a finished table."""
+        if not self.is_done(t, name):
+            raise RuntimeError(f"iter_{t:02d}/{name} is read before it is finished")
+        return pq.read_table(self.path(t, name)).to_pylist()
+
     def is_done(self, t: int, name: str) -> bool:
         m = self.marker(t, name)
         return m is not None and m["key"] == self.plan[(t, name)].key
@@ -101,7 +107,16 @@ class Store:
         return out
 
     def check(self, on_change: str) -> list[str]:
-        """Before any work: refuse (on_change=error) or forget (on_change=recompute) stale stages."""
+        """Before any work: refuse (on_change=error) or forget (on_change=recompute) stale stages. A folder
+        written by an earlier artifact layout is refused with that reason: its stages meant other things."""
+        old = sorted({str(m.get("config", {}).get("layout", 1)) for m in map(json.loads, map(
+            Path.read_text, self.root.glob("iter_*/*.done.json"))) if m.get("config", {}).get("layout") != LAYOUT})
+        if old and on_change == "error":
+            raise StaleStageError(
+                f"{self.root} was written by an earlier version of the pipeline (artifact layout {', '.join(old)}; "
+                f"this version writes layout {LAYOUT}: stage names, identities and metric names changed), so its "
+                "results are not reused. Rerun with on_change=recompute to discard them, or choose a new folder "
+                "with run_name=... or hydra.run.dir=...")
         stale = self.stale()
         if stale and on_change == "error":
             raise StaleStageError(

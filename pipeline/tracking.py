@@ -1,8 +1,9 @@
 """Tracking: one W&B run per pipeline run (offline by default), or nothing (`logger=none`).
 
-Iteration-level metrics go on an ``iteration`` axis (``iter/*``); the training curves of every iteration go
-on one continuing ``train/step`` axis (``train/*``) so iterations follow each other instead of overlapping
-(TRL's own W&B callback restarts its step every iteration; it is not used). The run id is derived from
+Iteration-level metrics go on an ``iteration`` axis under their stage's name (``generate/*``, ``judge/*``,
+``pairs/*``, ``train/*``, ``eval/*``..., the keys of metrics.json: pipeline/report.py); the per-step training
+curves of every iteration go on one continuing ``trainer/step`` axis (``trainer/*``) so iterations follow each
+other instead of overlapping (TRL's own W&B callback restarts its step every iteration; it is not used). The run id is derived from
 the run folder, so a resumed run logs into the same W&B run.
 """
 
@@ -13,6 +14,8 @@ import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from pipeline.graph import GROUPS
 
 
 class NoTracker:
@@ -43,13 +46,15 @@ class WandbTracker(NoTracker):
             tags=list(cfg.logger.tags), config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
         )
         wandb.define_metric("iteration")
-        wandb.define_metric("iter/*", step_metric="iteration")
-        wandb.define_metric("train/step")
-        wandb.define_metric("train/*", step_metric="train/step")
+        wandb.define_metric("trainer/step")
+        wandb.define_metric("trainer/*", step_metric="trainer/step")
+        for group in GROUPS:
+            wandb.define_metric(f"{group}/*", step_metric="iteration")
+        wandb.define_metric("seconds", step_metric="iteration")
 
     def log_iteration(self, t: int, metrics: dict) -> None:
-        flat = {f"iter/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self.run.log({"iteration": t, **flat})
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.run.log({**flat, "iteration": t})
 
     def log_pairs(self, t: int, records: list[dict]) -> None:
         if not records or not self.log_pairs_n:
@@ -63,7 +68,7 @@ class WandbTracker(NoTracker):
             side = lambda k: r[k][-1]["content"] if r.get(k) else ""  # noqa: E731
             table.add_data(t, r["prompt_id"], r.get("pair_type") or "actor", r["prompt"][-1]["content"],
                            side("chosen") or side("completion"), side("rejected"))
-        self.run.log({"iteration": t, f"iter/pairs_sample_{t:02d}": table})
+        self.run.log({"iteration": t, f"pairs/sample_{t:02d}": table})
 
     def train_callback(self, t: int, step_offset: int):
         from transformers import TrainerCallback
@@ -72,8 +77,8 @@ class WandbTracker(NoTracker):
 
         class ToWandb(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kwargs):
-                vals = {f"train/{k}": v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-                run.log({"train/step": step_offset + state.global_step, "train/iteration": t, **vals})
+                vals = {f"trainer/{k}": v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+                run.log({"trainer/step": step_offset + state.global_step, "trainer/iteration": t, **vals})
 
         return ToWandb()
 
@@ -81,8 +86,8 @@ class WandbTracker(NoTracker):
         """The training curves of a model trained in worker processes, from its trainer_log.json."""
         path = Path(model_dir) / "trainer_log.json"
         for logs in json.loads(path.read_text()) if path.is_file() else []:
-            vals = {f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float)) and k != "step"}
-            self.run.log({"train/step": step_offset + int(logs.get("step", 0)), "train/iteration": t, **vals})
+            vals = {f"trainer/{k}": v for k, v in logs.items() if isinstance(v, (int, float)) and k != "step"}
+            self.run.log({"trainer/step": step_offset + int(logs.get("step", 0)), "trainer/iteration": t, **vals})
 
     def finish(self) -> None:
         self.run.finish()

@@ -31,12 +31,12 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
-from stages.generate import GenerateConfig, generate
+from stages.generate import Engine, generate
 
 FIRST, SECOND, TIE = "first", "second", "tie"
 _WINNER = re.compile(r"(?i)winner\s*(?:\*\*)?\s*[:=]\s*(?:\*\*)?\s*(?:response\s*)?\(?\s*(a|b|tie|none|neither|both)\b")
@@ -53,8 +53,7 @@ class CompareConfig:
     max_new_tokens: int = 128
     batch_size: int = 8
     seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
+    engine: Engine = field(default_factory=Engine)  # the run's engine (set by the pipeline)
 
     def __post_init__(self) -> None:
         missing = [k for k in self.SLOTS if k not in self.template]
@@ -124,8 +123,8 @@ def compare(model_path: str, items: list[tuple[str | dict, str, str]], cfg: Comp
         for order, (a, b) in (("xy", (x, y)), ("yx", (y, x))):
             text = fill_pairwise(cfg.template, context, a, b, cfg.SLOTS)
             requests.append({"prompt_id": f"{i}:{order}", "messages": sys_msg + [{"role": "user", "content": text}]})
-    gen = GenerateConfig(num_samples=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                         batch_size=cfg.batch_size, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
+    gen = cfg.engine.sampling(num_samples=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                              batch_size=cfg.batch_size, seed=cfg.seed)
     outs, _ = generate(model_path, requests, gen, desc=desc)
     text = {o["prompt_id"]: o["completion"] for o in outs}
     records, scores, verdicts = [], [], []

@@ -32,6 +32,41 @@ from tqdm.auto import tqdm
 from stages.modeling import fingerprint, load_model, load_tokenizer, stop_token_ids
 
 
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
+def _check_engine(backend: str, vllm: dict, dtype: str, device: str, where: str) -> None:
+    if backend not in ("hf", "vllm"):
+        raise ValueError(f"{where}.backend must be 'hf' or 'vllm', got {backend!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"{where}.dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if not (device in ("auto", "cpu", "cuda", "mps") or str(device).startswith("cuda:")):
+        raise ValueError(f"{where}.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if backend == "vllm":
+        from stages.vllm_client import VllmOptions
+
+        VllmOptions.parse(vllm)
+
+
+@dataclass
+class Engine:
+    """How every model call of a run is executed — sampling, self-instruct, the judges, the meta-judge and the
+    evaluation all go through `generate` with the run's one engine (the ``generate`` group's backend, vllm options,
+    dtype and device), each with its own sampling parameters (`sampling`)."""
+
+    backend: str = "hf"  # hf (transformers, in this process) | vllm (vLLM worker processes, GPU)
+    vllm: dict = field(default_factory=dict)  # backend=vllm: python, tensor_parallel_size, data_parallel_size, ...
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        _check_engine(self.backend, self.vllm, self.dtype, self.device, "generate")
+
+    def sampling(self, **params) -> "GenerateConfig":
+        """A GenerateConfig for one kind of call: this engine plus the call's sampling parameters."""
+        return GenerateConfig(backend=self.backend, vllm=dict(self.vllm), dtype=self.dtype, device=self.device, **params)
+
+
 @dataclass
 class GenerateConfig:
     num_samples: int = 4  # completions per prompt, N (paper: 30 GSM8K/ARC, 20 MATH)
@@ -56,12 +91,12 @@ class GenerateConfig:
             raise ValueError(f"generate.top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("generate.max_new_tokens and generate.batch_size must be >= 1")
-        if self.backend not in ("hf", "vllm"):
-            raise ValueError(f"generate.backend must be 'hf' or 'vllm', got {self.backend!r}")
-        if self.backend == "vllm":
-            from stages.vllm_client import VllmOptions
+        _check_engine(self.backend, self.vllm, self.dtype, self.device, "generate")
 
-            VllmOptions.parse(self.vllm)
+    @property
+    def engine(self) -> Engine:
+        """The run's engine: the other model-calling stages sample with it (pipeline/config.py hands it to them)."""
+        return Engine(self.backend, dict(self.vllm), self.dtype, self.device)
 
 
 def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: str = "generate",

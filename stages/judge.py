@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from stages.generate import GenerateConfig, generate
+from stages.generate import Engine, GenerateConfig, generate
 from stages.thoughts import judged_text
 
 SCORED, UNSCORED, UNPARSED = "scored", "unscored", "unparsed"
@@ -48,8 +48,7 @@ class JudgeConfig:
     max_score: float = 5.0  # additive 5-point rubric: 0..5
     collapse_threshold: float = 0.6  # warn when more than this share of valid scores is the maximum
     seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
+    engine: Engine = field(default_factory=Engine)  # the run's engine (set by the pipeline)
 
     def __post_init__(self) -> None:
         missing = [k for k in ("{instruction}", "{response}") if k not in self.template]
@@ -65,11 +64,15 @@ class JudgeConfig:
             raise ValueError("judge.min_score must be < judge.max_score")
         if not 0 < self.collapse_threshold <= 1:
             raise ValueError("judge.collapse_threshold must be in (0, 1]")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"judge.temperature must be >= 0 and judge.top_p in (0, 1], got {self.temperature}, "
+                             f"{self.top_p}")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("judge.max_new_tokens and judge.batch_size must be >= 1")
 
     def generation(self) -> GenerateConfig:
-        return GenerateConfig(num_samples=self.num_judgments, temperature=self.temperature, top_p=self.top_p,
-                              max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed,
-                              dtype=self.dtype, device=self.device)
+        return self.engine.sampling(num_samples=self.num_judgments, temperature=self.temperature, top_p=self.top_p,
+                                    max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed)
 
 
 def parse_score(text: str, min_score: float = 0.0, max_score: float = 5.0) -> float | None:

@@ -148,3 +148,10 @@ def judge_pairs(prompts: list[dict], judged: list[dict], meta: list[dict], judge
     stats["judge_pairs"] = len(out)
     stats["judge_pairs_chosen_higher_score"] = sum(p["chosen_score"] > p["rejected_score"] for p in out)
     return out, stats
+
+
+def add_judge_pairs(actor: list[dict], stats: dict, prompts: list[dict], judged: list[dict], meta: list[dict],
+                    judge_cfg: JudgeConfig, cfg: MetaJudgeConfig, seed: int = 0) -> tuple[list[dict], dict]:
+    """The actor pairs followed by the judge pairs (capped to cfg.max_share of the total), with both counts."""
+    extra, judge_stats = judge_pairs(prompts, judged, meta, judge_cfg, cfg, len(actor), seed)
+    return actor + extra, {**stats, **judge_stats, "actor_pairs": len(actor), "pairs": len(actor) + len(extra)}

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages.generate import GenerateConfig, generate
+from stages.generate import Engine, generate
 
 SEED_INSTRUCTIONS = [
     "Explain the difference between weather and climate.",
@@ -96,8 +96,7 @@ class PromptsConfig:
     banned_keywords: list[str] = field(default_factory=lambda: list(DEFAULT_BANNED))
     max_similarity: float = 0.7  # ROUGE-L F1 above this is a near-duplicate (self-instruct: 0.7)
     seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
+    engine: Engine = field(default_factory=Engine)  # the run's engine (set by the pipeline)
 
     def __post_init__(self) -> None:
         if self.source not in ("task", "self_instruct"):
@@ -112,6 +111,11 @@ class PromptsConfig:
             raise ValueError(f"prompts.max_similarity must be in (0, 1], got {self.max_similarity}")
         if self.min_words < 1 or self.max_words < self.min_words:
             raise ValueError("prompts.min_words must be >= 1 and <= prompts.max_words")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"prompts.temperature must be >= 0 and prompts.top_p in (0, 1], got {self.temperature}, "
+                             f"{self.top_p}")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("prompts.max_new_tokens and prompts.batch_size must be >= 1")
 
 
 def load_seed_pool(source: str) -> list[str]:
@@ -208,9 +212,9 @@ def self_instruct(model_path: str, cfg: PromptsConfig, iteration: int, previous:
         examples = "\n".join(f"Task {k}: {s}" for k, s in enumerate(shots, 1))
         requests.append({"prompt_id": f"req-{i:04d}",
                          "messages": [{"role": "user", "content": cfg.template.replace("{examples}", examples)}]})
-    gen = GenerateConfig(num_samples=1, temperature=cfg.temperature, top_p=cfg.top_p,
-                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                         seed=cfg.seed + 1000 * iteration, dtype=cfg.dtype, device=cfg.device)
+    gen = cfg.engine.sampling(num_samples=1, temperature=cfg.temperature, top_p=cfg.top_p,
+                              max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                              seed=cfg.seed + 1000 * iteration)
     outs, gen_stats = generate(model_path, requests, gen, desc=desc)
     kept, counts = filter_instructions([o["completion"] for o in outs], list(dict.fromkeys(pool + shown)), cfg)
     records = [{"prompt_id": f"si-{iteration:02d}-{k:04d}", "messages": [{"role": "user", "content": q}],

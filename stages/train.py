@@ -35,6 +35,26 @@ from pathlib import Path
 import torch
 
 PROJECT_KEYS = ("trainer", "alpha", "reference", "lora", "quantize", "dtype")
+# ranges of the TRL fields whose meaning is known: a value outside is refused before any model loads
+# (train.beta=-1 would otherwise train an inverted DPO to the end)
+TRL_RANGES = {
+    "beta": (lambda v: v > 0, "> 0"),
+    "learning_rate": (lambda v: v > 0, "> 0"),
+    "num_train_epochs": (lambda v: v > 0, "> 0"),
+    "max_steps": (lambda v: v == -1 or v > 0, "> 0 or -1 (off)"),
+    "per_device_train_batch_size": (lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+    "max_length": (lambda v: v >= 1, ">= 1"),
+    "max_prompt_length": (lambda v: v >= 1, ">= 1"),
+    "logging_steps": (lambda v: v > 0, "> 0"),
+    "warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "max_grad_norm": (lambda v: v >= 0, ">= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+    "adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_epsilon": (lambda v: v > 0, "> 0"),
+}
 
 
 @dataclass
@@ -70,10 +90,13 @@ class TrainConfig:
         valid = {f.name for f in dataclasses.fields(self.trl_config_class())}
         unknown = sorted(set(self.args) - valid)
         if unknown:
-            raise ValueError(f"train: unknown TRL {self.trl_config_class().__name__} field(s) {unknown}")
-        for k in ("num_train_epochs", "learning_rate", "per_device_train_batch_size"):
-            if k in self.args and not (self.args[k] and self.args[k] > 0):
-                raise ValueError(f"train.{k} must be > 0, got {self.args[k]}")
+            raise ValueError(f"unknown TRL {self.trl_config_class().__name__} field(s) {unknown}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"train.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        for k, (ok, rule) in TRL_RANGES.items():
+            v = self.args.get(k)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v)):
+                raise ValueError(f"train.{k} must be {rule}, got {v!r}")
 
     def trl_config_class(self):
         from trl import DPOConfig, SFTConfig

@@ -1,5 +1,10 @@
-"""Verify: the verifiable checker. Pull the final answer out of a completion and compare it with the gold
-answer; reward 1 if equal, else 0 (IRPO step 2).
+"""Verify: the verifiable checker (IRPO step 2), as a judge. `verify` scores every sample with its task's own
+checker (`LoadedTask.check`, stages/tasks/): reward 1 when correct, else 0, plus the checker's graded score and
+feedback text. It has the judges' interface (stages/judge.py, stages/compare.py), so the pipeline's judging
+step is one call whatever the judge.
+
+`check_answer` is the final-answer checker of the arithmetic and file tasks: pull the final answer out of a
+completion and compare it with the gold answer.
 
 Extraction tries the configured extractors in order and the first that finds an answer span wins:
 
@@ -23,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from stages.tasks import TaskConfig
 from stages.thoughts import judged_text
 
 EXTRACTORS = ("answer_line", "boxed", "answer_is", "last_number")
@@ -34,21 +40,34 @@ MAX_SPAN = 200  # characters of an answer span handed to the parser
 class VerifyConfig:
     extractors: list[str] = field(default_factory=lambda: ["answer_line", "boxed", "answer_is"])
     timeout_s: int = 3  # math-verify timeout per parse/compare (seconds)
+    task: TaskConfig | None = None  # the task whose checker decides (set by the pipeline from the `task` group)
 
     def __post_init__(self) -> None:
         unknown = [e for e in self.extractors if e not in EXTRACTORS]
         if unknown or not self.extractors:
             raise ValueError(f"judge.extractors: unknown {unknown or 'empty list'}; choose from {list(EXTRACTORS)}")
+        if not isinstance(self.timeout_s, int) or self.timeout_s < 1:
+            raise ValueError(f"judge.timeout_s must be an integer >= 1 (seconds), got {self.timeout_s!r}")
+
+    def lenient(self) -> "VerifyConfig":
+        """The same checker that also accepts the last number of a text (the evaluation's lenient accuracy)."""
+        return VerifyConfig(list(dict.fromkeys(self.extractors + ["last_number"])), self.timeout_s, self.task)
 
 
 @dataclass
 class Verdict:
-    prompt_id: str
-    sample_idx: int
-    extracted: str | None  # the answer span found (None: nothing found)
-    extractor: str | None  # which extractor found it
+    """A task checker's decision on one answer."""
+
     status: str  # correct | incorrect | unparseable
-    reward: float  # 1.0 correct, 0.0 otherwise
+    score: float  # graded score in [0, 1]: 1/0 for a final answer, the share of constraints met, tests passed...
+    feedback: str  # a short text a model could act on: expected vs got, which constraint failed
+    extracted: str | None = None  # the answer span found (None: nothing found)
+    extractor: str | None = None  # which extractor found it
+
+    @property
+    def reward(self) -> float:
+        """IRPO's reward: 1.0 correct, 0.0 otherwise."""
+        return 1.0 if self.status == CORRECT else 0.0
 
 
 # one whitespace run before the colon: two adjacent \s* backtracked quadratically on "answer" + long whitespace
@@ -148,28 +167,33 @@ def answers_match(gold: str, pred: str, timeout_s: int = 3) -> bool | None:
         return False
 
 
-def check(text: str, gold: str | list[dict], cfg: VerifyConfig) -> tuple[str | None, str | None, str]:
-    """(extracted span, extractor, status) for one completion. A list `gold` is a constraint list
-    (stages/constraints.py): correct when every constraint holds, the span says how many did ("2/3")."""
-    if isinstance(gold, list):
-        from stages.constraints import check_all
-
-        ok = check_all(text, gold)
-        return f"{sum(ok)}/{len(ok)}", "constraints", CORRECT if all(ok) else INCORRECT
+def check_answer(problem, text: str, cfg: VerifyConfig) -> Verdict:
+    """The final-answer checker: the answer span found by `cfg.extractors`, compared with `problem.answer`."""
     span, how = extract_answer(text, cfg.extractors)
     if span is None:
-        return None, None, UNPARSEABLE
-    match = answers_match(gold, span, cfg.timeout_s)
+        return Verdict(UNPARSEABLE, 0.0, 'no final answer found: end with a line "Answer: <answer>"')
+    match = answers_match(problem.answer, span, cfg.timeout_s)
     if match is None:
-        return span, how, UNPARSEABLE
-    return span, how, CORRECT if match else INCORRECT
+        return Verdict(UNPARSEABLE, 0.0, f"the final answer {span!r} could not be read as a number or expression",
+                       span, how)
+    if match:
+        return Verdict(CORRECT, 1.0, f"correct: {span}", span, how)
+    return Verdict(INCORRECT, 0.0, f"wrong final answer: got {span}, expected {problem.answer}", span, how)
 
 
-def verify(completions: list[dict], gold: dict[str, str | list[dict]], cfg: VerifyConfig) -> list[Verdict]:
-    """One verdict per completion. `completions` are records with prompt_id, sample_idx and completion;
-    `gold` maps prompt_id to its gold answer (or constraint list: `Problem.target()`)."""
-    out = []
-    for c in completions:
-        span, how, status = check(judged_text(c), gold[c["prompt_id"]], cfg)  # the response part, with thoughts
-        out.append(Verdict(c["prompt_id"], int(c["sample_idx"]), span, how, status, 1.0 if status == CORRECT else 0.0))
-    return out
+def verify(model_path: str | None, prompts: list[dict], candidates: list[dict], cfg: VerifyConfig,
+           desc: str = "verify") -> tuple[list[dict], dict]:
+    """The judges' interface for the verifiable checker (no model: `model_path` is unused). candidates: records
+    with prompt_id, sample_idx and completion (with thoughts, the response part is checked). Returns each
+    candidate with the verdict's extracted, extractor, status, reward, score and feedback, and the counts."""
+    from stages.tasks import load_task
+
+    if cfg.task is None:
+        raise ValueError("verify: VerifyConfig.task is not set: the checker belongs to a task")
+    task = load_task(cfg.task)
+    records = []
+    for c in candidates:
+        v = task.check(task.problem(c["prompt_id"]), judged_text(c), cfg)
+        records.append({**c, "sample_idx": int(c["sample_idx"]), "extracted": v.extracted, "extractor": v.extractor, "status": v.status,
+                        "reward": v.reward, "score": v.score, "feedback": v.feedback})
+    return records, {k: sum(r["status"] == k for r in records) for k in (CORRECT, INCORRECT, UNPARSEABLE)}

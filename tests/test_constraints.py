@@ -4,9 +4,11 @@ import json
 
 import pytest
 
-from stages.constraints import TYPES, check_all, constraint_problems, describe, satisfied, words
+from stages.tasks.constraints import TYPES, check_all, constraint_problems, describe, satisfied, words
 from stages.tasks import TaskConfig, load_task
-from stages.verify import CORRECT, INCORRECT, VerifyConfig, check
+from stages.tasks import Problem
+from stages.tasks.constraints import check
+from stages.verify import CORRECT, INCORRECT
 
 CASES = [  # (constraint, passing text, failing text)
     ({"type": "max_words", "n": 5}, "One two three four five.", "One two three four five six."),
@@ -47,19 +49,22 @@ def test_builtin_task_is_deterministic_disjoint_and_self_consistent():
     assert [p.question for p in a.test] == [p.question for p in b.test]
     assert not {p.question for p in a.train} & {p.question for p in a.test}
     for p in a.train + a.test:
-        cs = p.target()
-        assert p.checker == "constraints" and len(cs) == p.difficulty
+        cs = json.loads(p.answer)
+        assert len(cs) == p.difficulty and a.checker is check
         assert p.question.endswith(describe(cs[-1]))
         assert len({c["type"] for c in cs}) == len(cs)
         assert not ({"lowercase", "uppercase"} <= {c["type"] for c in cs})
 
 
-def test_verify_checks_constraint_golds():
-    cs = [{"type": "max_words", "n": 4}, {"type": "lowercase"}]
-    assert check("short and small", cs, VerifyConfig()) == ("2/2", "constraints", CORRECT)
-    assert check("Short and small", cs, VerifyConfig()) == ("1/2", "constraints", INCORRECT)
+def test_the_task_checker_scores_and_names_the_failed_constraints():
+    p = Problem("c", "q", json.dumps([{"type": "max_words", "n": 4}, {"type": "lowercase"}]))
+    ok, half = check(p, "short and small"), check(p, "Short and small")
+    assert (ok.status, ok.score, ok.extracted, ok.extractor, ok.feedback) == (
+        CORRECT, 1.0, "2/2", "constraints", "all constraints met")
+    assert (half.status, half.score, half.extracted) == (INCORRECT, 0.5, "1/2")
+    assert half.feedback == "1 of 2 constraints not met: Write your entire answer in lowercase letters, with no capital letters."
 
 
 def test_problems_store_constraints_as_json():
     p = constraint_problems(1, seed=0, split="test", difficulties=[2])[0]
-    assert json.loads(p.answer) == p.target() and check_all("", p.target()) == [False, False]
+    assert check_all("", json.loads(p.answer)) == [False, False]

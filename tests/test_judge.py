@@ -148,7 +148,7 @@ def test_judge_agreement():
 def test_summary_warns_when_judge_scores_collapse():
     from pipeline.report import warnings_for
 
-    m = {"iteration": 2, "judge_collapsed": True, "judge_top_share": 0.8, "eval_judge_collapsed": False}
+    m = {"iteration": 2, "judge/collapsed": True, "judge/top_share": 0.8, "eval/judge_collapsed": False}
     (w,) = warnings_for(m)
     assert "[iter 2] WARNING: judge scores collapsing" in w and "80.0%" in w and "training judgments" in w
     assert warnings_for({"iteration": 1, "judge_collapsed": False}) == []

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from stages.bootstrap import SEED_RESPONSES, bootstrap_examples
-from stages.constraints import satisfied
+from stages.tasks.constraints import satisfied
 from stages.judge import parse_score
 from stages.self_instruct import SEED_INSTRUCTIONS, PromptsConfig, clean, filter_instructions, load_seed_pool, \
     rouge_l, self_instruct
@@ -101,7 +101,7 @@ def test_stage_with_scripted_writer_uses_generated_shots():
 
 
 def test_seed_responses_follow_their_own_constraints():
-    from stages.constraints import TOPICS  # noqa: F401  (import check)
+    from stages.tasks.constraints import TOPICS  # noqa: F401  (import check)
 
     checks = {
         "Describe how to boil an egg. Use exactly 4 bullet points.": {"type": "bullets", "n": 4},

@@ -1,4 +1,4 @@
-"""Unit tests for stages/tasks.py: the built-in arithmetic task, prompt selection and loading local files."""
+"""Unit tests for stages/tasks/ (arithmetic and file tasks): the built-in arithmetic task, prompt selection and loading local files."""
 
 from __future__ import annotations
 
@@ -8,17 +8,10 @@ from collections import Counter
 
 import pytest
 
-from stages.tasks import (
-    KINDS,
-    LoadedTask,
-    Problem,
-    TaskConfig,
-    arithmetic_problems,
-    load_problems,
-    load_task,
-    select_prompts,
-)
-from stages.verify import CORRECT, VerifyConfig, check
+from stages.tasks import LoadedTask, Problem, TaskConfig, load_task, select_prompts
+from stages.tasks.arithmetic import KINDS, arithmetic_problems
+from stages.tasks.files import load as load_problems
+from stages.verify import CORRECT, INCORRECT, UNPARSEABLE, VerifyConfig
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +70,20 @@ def test_gold_solutions_end_with_answer_and_verify_correct(default_task):
     for p in default_task.train + default_task.test:
         assert p.solution is not None
         assert p.solution.splitlines()[-1] == f"Answer: {p.answer}"
-        assert check(p.solution, p.answer, judge) == (p.answer, "answer_line", CORRECT), p
+        v = default_task.check(p, p.solution, judge)
+        assert (v.extracted, v.extractor, v.status, v.score) == (p.answer, "answer_line", CORRECT, 1.0), p
+
+
+def test_the_task_owns_its_checker_and_feedback(default_task):
+    p = default_task.test[0]
+    wrong = default_task.check(p, f"Answer: {int(p.answer) + 1}")
+    assert (wrong.status, wrong.score, wrong.reward) == (INCORRECT, 0.0, 0.0)
+    assert wrong.feedback == f"wrong final answer: got {int(p.answer) + 1}, expected {p.answer}"
+    assert default_task.check(p, "no idea").status == UNPARSEABLE
+    assert default_task.problem(p.id) is p and default_task.problem(default_task.train[0].id) is default_task.train[0]
+    rec = default_task.prompt_records([p], TaskConfig())[0]
+    assert rec["prompt_id"] == p.id and rec["answer"] == p.answer and rec["solution"] == p.solution
+    assert rec["messages"] == [{"role": "user", "content": p.question}]
 
 
 def _solve(p: Problem) -> int:

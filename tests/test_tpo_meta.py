@@ -51,7 +51,7 @@ def test_tpo_thinks_first_flags_unparsed_outputs_and_resumes(tmp_path, env):
         unparsed = judged[~judged["parsed"]]
         assert (unparsed["status"] == "unparsed").all() and all(len(j) == 0 for j in unparsed["judgments"])
         m = json.loads((run / f"iter_{t:02d}" / "metrics.json").read_text())
-        assert "gen_parse_failure_rate" in m and "eval_parse_failure_rate" in m and "eval_response_chars" in m
+        assert "generate/parse_failure_rate" in m and "eval/parse_failure_rate" in m and "eval/response_chars" in m
     ev = _table(run, 2, "eval")
     assert {"output", "thought", "parsed", "win_score", "judge_score"} <= set(ev.columns)
     # an unparsed output is evaluated whole: what a user would see
@@ -117,13 +117,13 @@ def test_meta_rewarding_trains_actor_and_judge_pairs_together(meta_run):
         assert judge["prompt"][-1]["content"].startswith("Review the user's instruction")  # the judge prompt
         assert len(judge["chosen"][0]["content"]) > len(judge["rejected"][0]["content"])  # the scripted meta-judge
         m = json.loads((run / f"iter_{t:02d}" / "metrics.json").read_text())
-        assert m["train_examples"] == len(pairs) and m["meta_comparisons"] == len(meta)
-        assert "meta_prefers_higher_score" in m and "eval_judge_agreement" in m and "judge_hist_5" in m
+        assert m["train/examples"] == len(pairs) and m["meta_judge/comparisons"] == len(meta)
+        assert "meta_judge/prefers_higher_score" in m and "eval/judge_agreement" in m and "judge/hist_5" in m
     actor = _table(run, 2, "pairs").query("pair_type == 'actor'")
     assert (actor["chosen_reward"] > actor["rejected_reward"]).all()
     files = glob.glob(str(run / "wandb" / "offline-run-*" / "run-*.wandb"))  # the meta-judge's figures reach W&B
-    rows = [r for r in history(files[0]) if "iter/meta_position_bias" in r]
-    assert [r["iteration"] for r in rows] == [1, 2] and "iter/pairs_judge_pairs" in rows[0]
+    rows = [r for r in history(files[0]) if "meta_judge/position_bias" in r]
+    assert [r["iteration"] for r in rows] == [1, 2] and "pairs/judge_pairs" in rows[0]
 
 
 def test_meta_rewarding_resumes_after_kill(tmp_path, env, meta_run):

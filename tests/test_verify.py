@@ -17,10 +17,17 @@ from stages.verify import (
     Verdict,
     VerifyConfig,
     answers_match,
-    check,
+    check_answer,
     extract_answer,
     verify,
 )
+from stages.tasks import Problem, TaskConfig
+
+
+def check(text: str, gold: str, cfg: VerifyConfig) -> tuple:
+    """(extracted, extractor, status) of the final-answer checker on one text."""
+    v = check_answer(Problem("p", "q", gold), text, cfg)
+    return v.extracted, v.extractor, v.status
 
 DEFAULT = VerifyConfig()  # answer_line, boxed, answer_is
 LENIENT = VerifyConfig(extractors=["answer_line", "boxed", "answer_is", "last_number"])
@@ -302,7 +309,15 @@ def test_check_returns_span_and_extractor():
     assert check("\\boxed{\\frac{1}{2}}", "0.5", DEFAULT) == ("\\frac{1}{2}", "boxed", CORRECT)
 
 
-def test_verify_records():
+def _task(tmp_path, gold: dict) -> TaskConfig:
+    import json
+
+    path = tmp_path / "gold.jsonl"
+    path.write_text("".join(json.dumps({"id": k, "question": f"q {k}", "answer": v}) + "\n" for k, v in gold.items()))
+    return TaskConfig(name="gold", source=str(path), id_field="id", test_size=1)
+
+
+def test_verify_records(tmp_path):
     completions = [
         {"prompt_id": "p1", "sample_idx": 0, "completion": "2 + 2 = 4\nAnswer: 4"},
         {"prompt_id": "p1", "sample_idx": "1", "completion": "Answer: 5"},
@@ -310,24 +325,35 @@ def test_verify_records():
         {"prompt_id": "p2", "sample_idx": 3, "completion": "\\boxed{\\frac{1}{2}}"},
         {"prompt_id": "p2", "sample_idx": 4, "completion": "Answer: half"},
     ]
-    gold = {"p1": "4", "p2": "0.5"}
-    out = verify(completions, gold, DEFAULT)
-    assert all(isinstance(v, Verdict) for v in out)
-    assert [(v.prompt_id, v.sample_idx) for v in out] == [("p1", 0), ("p1", 1), ("p2", 0), ("p2", 3), ("p2", 4)]
-    assert isinstance(out[1].sample_idx, int)
-    assert [v.status for v in out] == [CORRECT, INCORRECT, UNPARSEABLE, CORRECT, UNPARSEABLE]
-    assert [v.reward for v in out] == [1.0, 0.0, 0.0, 1.0, 0.0]
-    assert [v.extracted for v in out] == ["4", "5", None, "\\frac{1}{2}", "half"]
-    assert [v.extractor for v in out] == ["answer_line", "answer_line", None, "boxed", "answer_line"]
+    cfg = VerifyConfig(task=_task(tmp_path, {"p1": "4", "p2": "0.5"}))
+    out, stats = verify(None, [], completions, cfg)
+    assert [(v["prompt_id"], v["sample_idx"]) for v in out] == [("p1", 0), ("p1", 1), ("p2", 0), ("p2", 3), ("p2", 4)]
+    assert isinstance(out[1]["sample_idx"], int) and all(v["completion"] for v in out)  # the sample's fields kept
+    assert [v["status"] for v in out] == [CORRECT, INCORRECT, UNPARSEABLE, CORRECT, UNPARSEABLE]
+    assert [v["reward"] for v in out] == [1.0, 0.0, 0.0, 1.0, 0.0] == [v["score"] for v in out]
+    assert [v["extracted"] for v in out] == ["4", "5", None, "\\frac{1}{2}", "half"]
+    assert [v["extractor"] for v in out] == ["answer_line", "answer_line", None, "boxed", "answer_line"]
+    assert stats == {CORRECT: 2, INCORRECT: 1, UNPARSEABLE: 2}
+    assert out[1]["feedback"] == "wrong final answer: got 5, expected 4"
+    assert out[2]["feedback"].startswith("no final answer found") and "could not be read" in out[4]["feedback"]
 
 
-def test_verify_uses_configured_extractors():
+def test_verdict_reward_follows_status():
+    assert Verdict(CORRECT, 1.0, "ok").reward == 1.0
+    assert Verdict(INCORRECT, 0.5, "half").reward == 0.0 and Verdict(UNPARSEABLE, 0.0, "none").reward == 0.0
+
+
+def test_verify_uses_configured_extractors(tmp_path):
     completions = [{"prompt_id": "p", "sample_idx": 0, "completion": "so it is 12"}]
-    assert verify(completions, {"p": "12"}, DEFAULT)[0].status == UNPARSEABLE
-    v = verify(completions, {"p": "12"}, LENIENT)[0]
-    assert (v.status, v.reward, v.extractor) == (CORRECT, 1.0, "last_number")
+    task = _task(tmp_path, {"p": "12", "other": "1"})
+    assert verify(None, [], completions, VerifyConfig(task=task))[0][0]["status"] == UNPARSEABLE
+    v = verify(None, [], completions, VerifyConfig(LENIENT.extractors, task=task))[0][0]
+    assert (v["status"], v["reward"], v["extractor"]) == (CORRECT, 1.0, "last_number")
 
 
-def test_verify_missing_gold_raises():
+def test_verify_unknown_prompt_raises(tmp_path):
     with pytest.raises(KeyError):
-        verify([{"prompt_id": "nope", "sample_idx": 0, "completion": "Answer: 1"}], {"p": "1"}, DEFAULT)
+        verify(None, [], [{"prompt_id": "nope", "sample_idx": 0, "completion": "Answer: 1"}],
+               VerifyConfig(task=_task(tmp_path, {"p": "1", "q": "2"})))
+    with pytest.raises(ValueError, match="task is not set"):
+        verify(None, [], [], VerifyConfig())

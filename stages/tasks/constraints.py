@@ -15,7 +15,7 @@ answer in double quotes, a title in <<double angle brackets>>, a fixed closing p
 A constraint is a small dict, e.g. ``{"type": "max_words", "n": 50}``; ``describe(c)`` is its sentence in
 the prompt and ``satisfied(text, c)`` its check. Word and phrase checks ignore case.
 
-    python -c "from stages.constraints import constraint_problems as c; print(c(2, seed=0, split='test'))"
+    python -c "from stages.tasks.constraints import constraint_problems as c; print(c(2, seed=0, split='test'))"
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from __future__ import annotations
 import json
 import random
 import re
+
+from stages.tasks import LoadedTask, Problem, TaskConfig, generated
+from stages.verify import CORRECT, INCORRECT, Verdict
 
 # (task, a word the topic invites: forbidding it makes the constraint bite)
 TOPICS = [
@@ -154,8 +157,6 @@ def prompt_text(task: str, constraints: list[dict]) -> str:
 def constraint_problems(n: int, seed: int, split: str, difficulties: list[int] | None = None):
     """`n` distinct instructions of `split` (train/test drawn from separate random streams), each a topic
     plus `difficulty` constraints (1..3). The gold `answer` is the constraint list as JSON."""
-    from stages.tasks import Problem
-
     difficulties = difficulties or [1, 2, 3]
     rng = random.Random(f"constraints:{seed}:{split}")
     out, seen, i = [], set(), 0
@@ -174,5 +175,21 @@ def constraint_problems(n: int, seed: int, split: str, difficulties: list[int] |
             continue
         seen.add(q)
         out.append(Problem(id=f"ifc-{split}-{len(out):05d}", question=q, answer=json.dumps(cs),
-                           kind="+".join(c["type"] for c in cs), difficulty=d, checker="constraints"))
+                           kind="+".join(c["type"] for c in cs), difficulty=d))
     return out
+
+
+def check(problem: Problem, text: str, cfg=None) -> Verdict:
+    """The task's checker: correct when every constraint holds; score = the share of constraints met; the
+    feedback names each constraint that failed."""
+    constraints = json.loads(problem.answer)
+    ok = check_all(text, constraints)
+    failed = [describe(c) for c, good in zip(constraints, ok) if not good]
+    feedback = ("all constraints met" if not failed else
+                f"{len(failed)} of {len(ok)} constraints not met: " + " ".join(failed))
+    return Verdict(CORRECT if all(ok) else INCORRECT, sum(ok) / len(ok) if ok else 1.0, feedback,
+                   f"{sum(ok)}/{len(ok)}", "constraints")
+
+
+def load(cfg: TaskConfig) -> LoadedTask:
+    return generated(constraint_problems, cfg, check)

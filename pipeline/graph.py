@@ -1,0 +1,419 @@
+"""The stage table: one declaration per stage — its name (= its artifact), its group (= its conf group, runner key
+and metrics/W&B prefix), what it reads, which configs are its identity, and its function. Everything that needs
+the stage graph reads this table: the loop (pipeline/loop.py) runs it in order, `plan` derives every stage's
+identity key for resume, the runner accepts its groups, the report and inspect list its names. A table, not a
+workflow engine: the rows are in the order of the algorithm and the loop runs them top to bottom.
+
+Identity by construction: a stage's function sees only an `Inputs` view — the configs named in ``uses`` (whose
+values are its identity) and the artifacts its ``reads`` declare (whose keys enter its key). Reading anything
+else raises, so a finished artifact can never be reused after something it read has changed: every input is in
+its identity chain (tests/test_graph.py runs every method preset to prove the declarations complete).
+
+Adding a stage: one `Stage` row below and one function (here, calling the algorithm in stages/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import ConfigError, StageConfigs, bootstrap_pairwise_template, scheduled, stage_configs
+from pipeline.runner import Runner, RunnerConfig, runner_configs as _runner_configs
+
+LAYOUT = 2  # the artifact layout: markers of an earlier layout are refused with a message (pipeline/store.py)
+FIRST, LOOP, EVERY = "first", "loop", "every"  # iteration 0 only | iterations 1..N | every iteration
+Read = tuple[int, str]  # (iteration, stage name)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # its artifact: iter_XX/<name>.parquet (a folder for `model`) and <name>.done.json
+    group: str  # its conf group, runner key and metrics / W&B prefix ("judge/accuracy")
+    at: str  # FIRST | LOOP | EVERY
+    uses: tuple[str, ...]  # StageConfigs attributes it reads: their values are its identity
+    reads: Callable[[StageConfigs, int], list[Read]]  # the artifacts it reads (their keys enter its key)
+    run: Callable  # (inputs) -> (records, stats); for `model`: (inputs, output_dir) -> stats
+    when: Callable[[StageConfigs], bool] = lambda s: True  # runs at all this iteration?
+    extra: tuple[str, ...] = ()  # run-level values in its identity: seed, iteration, processes
+    process: bool = False  # calls a model: may run in its own process(es) (runner.<group>)
+
+    def runs_at(self, t: int, s: StageConfigs) -> bool:
+        return (self.at == EVERY or (self.at == FIRST) == (t == 0)) and bool(self.when(s))
+
+
+# --------------------------------------------------------------------------- what a stage function may read
+
+
+class _View:
+    """The stage configs a stage declared in `uses`; any other attribute is an undeclared read."""
+
+    def __init__(self, s: StageConfigs, names: tuple[str, ...], stage: str):
+        self._s, self._names, self._stage = s, names, stage
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name not in self._names:
+            raise UndeclaredRead(f"stage {self._stage} read config {name!r}, which is not in its `uses` "
+                                 f"{list(self._names)}: add it there (pipeline/graph.py)")
+        return getattr(self._s, name)
+
+
+class UndeclaredRead(RuntimeError):
+    """A stage function read a config or artifact its table row does not declare (a bug in the table)."""
+
+
+@dataclass
+class Inputs:
+    run: "Run"
+    stage: Stage
+    t: int
+    s: StageConfigs
+    declared: list[Read] = field(default_factory=list)
+
+    @property
+    def cfg(self) -> _View:
+        return _View(self.s, self.stage.uses, self.stage.name)
+
+    def value(self, name: str):
+        """A run-level value named in the stage's `extra` (seed, iteration, processes, base_model)."""
+        if name not in self.stage.extra:
+            raise UndeclaredRead(f"stage {self.stage.name} read {name!r}, not in its `extra` {list(self.stage.extra)}")
+        return self.run.m0 if name == "base_model" else _extra(self.run.cfg, self.t, name)
+
+    def _check(self, read: Read) -> None:
+        if read not in self.declared:
+            raise UndeclaredRead(f"stage iter_{self.t:02d}/{self.stage.name} read iter_{read[0]:02d}/{read[1]}, "
+                                 f"which is not in its declared reads {self.declared} (pipeline/graph.py)")
+
+    def table(self, name: str, t: int | None = None) -> list[dict]:
+        read = (self.t if t is None else t, name)
+        self._check(read)
+        return self.run.store.read(*read)
+
+    def model(self, spec: str = "current", current: int | None = None) -> str:
+        """A model named in config: current (M(t-1) while iteration t runs; M(t) in its evaluation), initial (M0),
+        or a path / py:module:function, as is."""
+        read = _model_read(spec, self.t - 1 if current is None else current)
+        if read is None:
+            return spec
+        self._check(read)
+        return self.run.model_path(read[0])
+
+    def launch(self, fn: Callable, **kwargs):
+        """fn(**kwargs) here or in worker processes, as runner.<group> says."""
+        return self.run.launch(self.stage.group, self.t, fn, **kwargs)
+
+
+def _model_read(spec: str, current: int) -> Read | None:
+    return (current, "model") if spec == "current" else (0, "model") if spec == "initial" else None
+
+
+def _models(*specs_and_current) -> list[Read]:
+    """Reads of the models named (spec, current) — a path or py: callable reads no artifact."""
+    return [r for spec, cur in specs_and_current if (r := _model_read(spec, cur)) is not None]
+
+
+def _extra(cfg: DictConfig, t: int, name: str):
+    if name == "seed":
+        return cfg.seed
+    if name == "iteration":
+        return t
+    if name == "processes":  # the global batch grows with the training processes
+        return runner_configs(cfg).get("train", RunnerConfig()).nproc
+    if name == "base_model":  # the starting model by name (its resolved folder, when a stage reads it)
+        return cfg.model.name_or_path
+    raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- the stage functions
+
+
+def _bootstrap(inp: Inputs):
+    from stages.bootstrap import bootstrap_examples
+
+    s = inp.cfg
+    b = s.bootstrap
+    return bootstrap_examples(s.judge.template if s.llm_judge else "", b.ift, b.eft, b.seed,
+                              pairwise_template=bootstrap_pairwise_template(s), thought_cfg=s.thought), {}
+
+
+def _bootstrap_model(inp: Inputs, out: Path) -> dict:
+    from stages.train import train
+
+    return inp.launch(train, model_path=inp.value("base_model"), records=inp.table("bootstrap"), output_dir=out,
+                      cfg=inp.cfg.bootstrap.train, desc="bootstrap")
+
+
+def _prompts(inp: Inputs):
+    """The task's next training questions, or new instructions written by a model (self-instruct)."""
+    s = inp.cfg
+    if s.prompts.source == "self_instruct":
+        from stages.self_instruct import self_instruct
+
+        previous = [p["question"] for p in inp.table("prompts", inp.t - 1)] if _shots_read(s, inp.t) else []
+        return inp.launch(self_instruct, model_path=inp.model(s.prompts.model), cfg=s.prompts, iteration=inp.t,
+                          previous=previous, desc=f"iter {inp.t} self-instruct")
+    from stages.tasks import load_task, select_prompts
+
+    task = load_task(s.task)
+    problems = select_prompts(task.train, inp.t, s.task.prompts_per_iteration, inp.value("seed"))
+    return task.prompt_records(problems, s.task), {"train_split": len(task.train), "skipped_rows": task.skipped}
+
+
+def _shots_read(s: StageConfigs, t: int) -> bool:
+    return s.prompts.source == "self_instruct" and t > 1 and s.prompts.generated_shots > 0
+
+
+def _generate(inp: Inputs):
+    """N samples per prompt; with thoughts (TPO) asked with the thought prompt and split into thought/response."""
+    from stages.generate import generate, merge_shards
+    from stages.thoughts import split_records, wrap
+
+    s = inp.cfg
+    gens, stats = inp.launch(generate, merge=merge_shards, model_path=inp.model(), cfg=s.generate,
+                             prompts=wrap(inp.table("prompts"), s.thought), desc=f"iter {inp.t} generate")
+    if s.thought.enabled:
+        gens, thought_stats = split_records(gens, s.thought)
+        stats.update(thought_stats)
+    return gens, stats
+
+
+def scorer(judge_cfg) -> Callable:
+    """The scoring function of a judge config: the task's checker, the LLM judge or the pairwise judge — all
+    with the same interface (model_path, prompts, candidates, cfg, desc) -> (records, stats)."""
+    from stages.compare import PairwiseJudgeConfig, judge_pairwise
+    from stages.judge import JudgeConfig, judge
+    from stages.verify import verify
+
+    return judge_pairwise if isinstance(judge_cfg, PairwiseJudgeConfig) else judge if isinstance(
+        judge_cfg, JudgeConfig) else verify
+
+
+def _judge(inp: Inputs):
+    """Scores of the generations, one call whatever the judge (judge.kind)."""
+    s = inp.cfg
+    model = inp.model(s.judge.model) if s.model_judge else None
+    return inp.launch(scorer(s.judge), model_path=model, prompts=inp.table("prompts"),
+                      candidates=inp.table("generations"), cfg=s.judge, desc=f"iter {inp.t} judge")
+
+
+def _meta_judge(inp: Inputs):
+    from stages.meta_judge import meta_judge
+
+    s = inp.cfg
+    return inp.launch(meta_judge, model_path=inp.model(s.meta_judge.model), prompts=inp.table("prompts"),
+                      judged=inp.table("judgments"), cfg=s.meta_judge, desc=f"iter {inp.t} meta-judge")
+
+
+def _pairs(inp: Inputs):
+    """Actor pairs (with the thought prompt as their input when the model thinks) plus, with a meta-judge,
+    judge pairs (the judge prompt as input)."""
+    from stages.meta_judge import add_judge_pairs
+    from stages.pairs import build_pairs
+    from stages.thoughts import wrap
+
+    s = inp.cfg
+    prompts, judged = inp.table("prompts"), inp.table("judgments")
+    pairs, stats = build_pairs(wrap(prompts, s.thought), judged, s.pairs)
+    if s.meta_judge:
+        pairs, stats = add_judge_pairs(pairs, stats, prompts, judged, inp.table("meta_judgments"), s.judge,
+                                       s.meta_judge, inp.value("seed"))
+    return pairs, stats
+
+
+def _train(inp: Inputs, out: Path) -> dict:
+    from stages.train import train
+
+    run, t = inp.run, inp.t
+    steps_before = sum(run.store.marker(k, "model")["stats"].get("steps", 0) for k in range(1, t))
+    live = run.launcher.in_process("train") and run.tracker.train_callback(t, steps_before)  # curves while training
+    stats = inp.launch(train, model_path=inp.model(), records=inp.table("pairs"), output_dir=out, cfg=inp.cfg.train,
+                       initial_model_path=inp.model("initial") if inp.cfg.train.reference == "initial" else None,
+                       callbacks=[live] if live else None,
+                       desc=f"iter {t} train")
+    if not live:  # trained in worker processes: its curves from the model folder
+        run.tracker.log_train_history(t, steps_before, str(out))
+    return stats
+
+
+def _evaluate(inp: Inputs):
+    """M(t) on the task's held-out prompts; judges named current/initial resolve with M(t) as the current model."""
+    from stages.evaluate import evaluate
+    from stages.tasks import load_task
+
+    s, t = inp.cfg, inp.t
+    task = load_task(s.task)
+    test = [{"prompt_id": p.id, "messages": task.messages(p, s.task)} for p in task.test]
+    quality = "judge_quality" in s.eval.measures and s.llm_judge
+    return inp.launch(evaluate, model_path=inp.model("current", t), prompts=test, cfg=s.eval, check=s.verify,
+                      desc=f"eval M{t}", baseline=inp.table("eval", 0) if s.eval.win_rate and t else None,
+                      judge_cfg=s.llm_judge if quality else None,
+                      judge_model=inp.model(s.llm_judge.model, t) if quality else None,
+                      win_judge_model=inp.model(s.eval.win_rate_judge, t) if s.eval.win_rate and t else None,
+                      thought_cfg=s.thought)
+
+
+def _eval_reads(s: StageConfigs, t: int) -> list[Read]:
+    reads = _models(("current", t))
+    if s.eval.win_rate and t:
+        reads += [(0, "eval")] + _models((s.eval.win_rate_judge, t))
+    if "judge_quality" in s.eval.measures and s.llm_judge:
+        reads += _models((s.llm_judge.model, t))
+    return list(dict.fromkeys(reads))
+
+
+TABLE = [
+    Stage("bootstrap", "bootstrap", FIRST, ("bootstrap", "judge", "llm_judge", "eval", "thought"), lambda s, t: [],
+          _bootstrap, when=lambda s: s.bootstrap),
+    Stage("model", "train", FIRST, ("bootstrap",), lambda s, t: [(0, "bootstrap")], _bootstrap_model,
+          when=lambda s: s.bootstrap, extra=("processes", "base_model"), process=True),
+    Stage("prompts", "prompts", LOOP, ("prompts", "task"),
+          lambda s, t: (_models((s.prompts.model, t - 1)) + [(t - 1, "prompts")] * _shots_read(s, t))
+          if s.prompts.source == "self_instruct" else [],
+          _prompts, extra=("seed", "iteration"), process=True),
+    Stage("generations", "generate", LOOP, ("generate", "thought"), lambda s, t: [(t, "prompts"), (t - 1, "model")],
+          _generate, process=True),
+    Stage("judgments", "judge", LOOP, ("judge", "model_judge"),
+          lambda s, t: [(t, "prompts"), (t, "generations")] + (_models((s.judge.model, t - 1)) if s.model_judge else []),
+          _judge, process=True),
+    Stage("meta_judgments", "meta_judge", LOOP, ("meta_judge",),
+          lambda s, t: [(t, "prompts"), (t, "judgments")] + _models((s.meta_judge.model, t - 1)), _meta_judge,
+          when=lambda s: s.meta_judge, process=True),
+    Stage("pairs", "pairs", LOOP, ("pairs", "thought", "judge", "meta_judge"),
+          lambda s, t: [(t, "prompts"), (t, "judgments")] + [(t, "meta_judgments")] * bool(s.meta_judge),
+          _pairs, extra=("seed",)),
+    Stage("model", "train", LOOP, ("train",),
+          lambda s, t: [(t, "pairs"), (t - 1, "model")] + [(0, "model")] * (s.train.reference == "initial"),
+          _train, extra=("processes",), process=True),
+    Stage("eval", "eval", EVERY, ("eval", "verify", "task", "thought", "llm_judge"), _eval_reads, _evaluate,
+          process=True),
+]
+NAMES = tuple(dict.fromkeys(st.name for st in TABLE))  # artifact names, in order
+GROUPS = tuple(dict.fromkeys(st.group for st in TABLE))  # metrics / W&B prefixes, in order
+PROCESS_GROUPS = tuple(dict.fromkeys(st.group for st in TABLE if st.process))  # keys of the `runner` node
+
+
+def stages_at(t: int, s: StageConfigs) -> list[Stage]:
+    """The stages iteration t runs, in order."""
+    return [st for st in TABLE if st.runs_at(t, s)]
+
+
+def configs_at(cfg: DictConfig, t: int) -> StageConfigs:
+    return stage_configs(cfg, max(t, 1))  # iteration 0 (M0, its evaluation) uses iteration 1's values
+
+
+# --------------------------------------------------------------------------- identity keys and the plan
+
+
+def _hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _plain(obj):
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+@dataclass
+class PlannedStage:
+    key: str  # hash of the stage's identity config and of the keys of everything it reads
+    config: dict  # its identity config, recorded in the marker (to explain a mismatch)
+    deps: list[str]  # what it reads, as "iter_XX/name"
+    reads: list[Read] = field(default_factory=list)
+
+
+def identity(stage: Stage, s: StageConfigs, cfg: DictConfig, t: int) -> dict:
+    """The values a stage's result depends on besides its inputs: the configs it uses and its run-level values."""
+    return {"layout": LAYOUT, **{name: _plain(getattr(s, name)) for name in stage.uses},
+            **{name: _extra(cfg, t, name) for name in stage.extra}}
+
+
+def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
+    """Key of every stage of every iteration, derived from config alone. A finished stage whose marker holds
+    another key is stale: its own config, or the config of something it reads (transitively), changed. The
+    starting model, when no stage makes it, enters the chain by its name."""
+    out: dict[tuple[int, str], PlannedStage] = {}
+    base = _hash("base model", cfg.model.name_or_path)
+    for t in range(cfg.iterations + 1):
+        s = configs_at(cfg, t)
+        for st in stages_at(t, s):
+            reads = list(dict.fromkeys(st.reads(s, t)))
+            for r in reads:
+                if r not in out and r != (0, "model"):
+                    raise RuntimeError(f"stage iter_{t:02d}/{st.name} reads iter_{r[0]:02d}/{r[1]}, which no earlier "
+                                       "stage makes (pipeline/graph.py)")
+            keys = [out[r].key if r in out else base for r in reads]
+            config = identity(st, s, cfg, t)
+            out[(t, st.name)] = PlannedStage(_hash(st.name, config, keys), config,
+                                             [f"iter_{r[0]:02d}/{r[1]}" for r in reads], reads)
+    return out
+
+
+# --------------------------------------------------------------------------- run-level checks
+
+
+def runner_configs(cfg: DictConfig) -> dict[str, RunnerConfig]:
+    """Where each stage group runs (the `runner` node), checked."""
+    values = OmegaConf.to_container(cfg.runner, resolve=True) if "runner" in cfg else {}
+    try:
+        return _runner_configs(values, PROCESS_GROUPS)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> None:
+    """Everything that can be checked without loading a model, for every iteration. `overrides` are the
+    command-line overrides: one that sets a field the schedule also sets would be silently ignored, so it is
+    refused."""
+    sched = scheduled(cfg)
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key in sched:
+            raise ConfigError(f"{key} is set per iteration by schedule.{key}={sched[key]}, which would win over "
+                              f"{o}: change the schedule instead (schedule.{key}=[...]), or remove it "
+                              f"(~schedule.{key})")
+    if not isinstance(cfg.iterations, int) or isinstance(cfg.iterations, bool) or cfg.iterations < 1:
+        raise ConfigError(f"iterations must be an integer >= 1, got {cfg.iterations!r}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if cfg.on_change not in ("error", "recompute"):
+        raise ConfigError(f"on_change must be 'error' or 'recompute', got {cfg.on_change!r}")
+    if cfg.logger.kind not in ("wandb", "none"):
+        raise ConfigError(f"logger.kind must be 'wandb' or 'none', got {cfg.logger.kind!r}")
+    runner_configs(cfg)
+    plan(cfg)  # every iteration's stage configs, and a table whose reads all exist
+
+
+# --------------------------------------------------------------------------- running stages
+
+
+class Run:
+    """One run folder being computed: the store, where stages run, the starting model and the tracker."""
+
+    def __init__(self, cfg: DictConfig, store, launcher: Runner, m0: str, tracker):
+        self.cfg, self.store, self.launcher, self.m0, self.tracker = cfg, store, launcher, m0, tracker
+
+    def launch(self, group: str, t: int, fn: Callable, **kwargs):
+        return self.launcher(group, t, fn, **kwargs)
+
+    def model_path(self, t: int) -> str:
+        """M(t): the model folder of iteration t (iteration 0 without a bootstrap: the starting model)."""
+        if (t, "model") not in self.store.plan:
+            return self.m0
+        if not self.store.is_done(t, "model"):
+            raise RuntimeError(f"iter_{t:02d}/model is read before it is finished")
+        return str(self.store.path(t, "model"))
+
+    def step(self, t: int, stage: Stage) -> None:
+        """The stage's artifact of iteration t: already finished, or computed now and written."""
+        if self.store.is_done(t, stage.name):
+            return
+        inp = Inputs(self, stage, t, configs_at(self.cfg, t), self.store.plan[(t, stage.name)].reads)
+        if stage.name == "model":
+            self.store.model(t, lambda out: stage.run(inp, out))
+        else:
+            self.store.table(t, stage.name, lambda: stage.run(inp))
