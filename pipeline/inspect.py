@@ -48,12 +48,12 @@ def summary(run_dir: Path) -> str:
     planned = _planned(run_dir)
     for d in iters:
         done = []
-        for name in NAMES:
+        t = int(d.name.split("_")[1])
+        for name in [n for (it, n) in planned if it == t] or NAMES:  # in the order the stages ran
             mk = d / f"{name}.done.json"
             if mk.exists():
                 m = json.loads(mk.read_text())
                 done.append(f"{name}({m['count']}, {m['seconds']:.0f}s)")
-        t = int(d.name.split("_")[1])
         pending = [n for (it, n) in planned if it == t and not (d / f"{n}.done.json").exists()]
         lines.append(f"{d.name}: done " + (", ".join(done) or "-") + (f"; not done: {', '.join(pending)}" if pending
                                                                        else ""))
