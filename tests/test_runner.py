@@ -57,7 +57,10 @@ def test_arguments_and_results_survive_the_job_folder(tmp_path):
 def test_runner_config_is_checked_and_names_the_key():
     import torch
 
-    assert runner_configs({"train": {"kind": "torchrun", "nproc": 2}})["train"].nproc == 2
+    from pipeline.graph import PROCESS_GROUPS
+
+    assert PROCESS_GROUPS == ("train", "prompts", "generate", "judge", "meta_judge", "eval")  # the table's
+    assert runner_configs({"train": {"kind": "torchrun", "nproc": 2}}, PROCESS_GROUPS)["train"].nproc == 2
     bad = [({"judge": {"kind": "torchrun", "nproc": 2}}, r"runner.judge.nproc=2: only \['generate', 'train'\]"),
            ({"train": {"kind": "subprocess", "nproc": 2}}, "runner.train: nproc=2 needs kind=torchrun"),
            ({"trian": {"kind": "subprocess"}}, "runner.trian: not a stage"),
@@ -67,7 +70,7 @@ def test_runner_config_is_checked_and_names_the_key():
         bad.append(({"train": {"kind": "accelerate", "nproc": 2}}, "use kind=torchrun on CPU"))
     for values, msg in bad:
         with pytest.raises(ValueError, match=msg):
-            runner_configs(values)
+            runner_configs(values, PROCESS_GROUPS)
 
 
 def test_a_failed_worker_reports_its_exit_status_and_log_tail(tmp_path):

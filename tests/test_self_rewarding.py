@@ -51,7 +51,7 @@ def test_scripted_judge_drives_the_whole_iteration(scripted_run):
         assert len(pairs) > 0
         assert (pairs["chosen_reward"] - pairs["rejected_reward"] >= 0.5).all()  # pairs.min_gap
         m = json.loads((run / f"iter_{t:02d}" / "metrics.json").read_text())
-        assert m["train_steps"] > 0 and not m.get("train_skipped")
+        assert m["train/steps"] > 0 and not m.get("train/skipped")
         assert 0 <= m["eval/accuracy"] <= m["eval/instruction_accuracy"] <= 1
         assert m["eval/vs_m0_comparisons"] == 8 and m["eval/vs_m0_no_verdict"] == 0
         assert m["eval/vs_m0_wins"] + m["eval/vs_m0_ties"] + m["eval/vs_m0_losses"] == 8
@@ -107,7 +107,8 @@ def test_real_tiny_model_writes_judges_and_bootstraps_itself(tmp_path, env):
 def test_irpo_runs_on_the_constraint_task(tmp_path, env):
     """The built-in constraint set is a verifiable task: the rule checks are IRPO's reward."""
     run = tmp_path / "run"
-    p = run_pipeline(run, *TINY, "task=constraints", "pairs.include_gold=false", "logger=none", "iterations=1", env=env)
+    p = run_pipeline(run, *TINY, "task=constraints", "pairs.include_gold=false", "logger=none", "iterations=1",
+                     "eval.measures=[accuracy,constraints]", env=env)
     assert "[iter 1]" in p.stdout and "constraints met" in p.stdout
     judged = _table(run, 1, "judgments")
     assert set(judged["extractor"]) == {"constraints"} and set(judged["status"]) <= {"correct", "incorrect"}
