@@ -43,8 +43,12 @@ class Stage:
     extra: tuple[str, ...] = ()  # run-level values in its identity: seed, iteration, processes
     process: bool = False  # calls a model: may run in its own process(es) (runner.<group>)
 
+    def in_iteration(self, t: int) -> bool:
+        """Whether iteration t has this row at all (`when` aside)."""
+        return self.at == EVERY or (self.at == FIRST) == (t == 0)
+
     def runs_at(self, t: int, s: StageConfigs) -> bool:
-        return (self.at == EVERY or (self.at == FIRST) == (t == 0)) and bool(self.when(s))
+        return self.in_iteration(t) and bool(self.when(s))
 
 
 # --------------------------------------------------------------------------- what a stage function may read

@@ -16,7 +16,7 @@ from pipeline.graph import NAMES, TABLE  # noqa: F401  (NAMES: the artifact name
 
 
 def _group(t: int, name: str) -> str:
-    return next(st.group for st in TABLE if st.name == name and st.at in (("first", "every") if t == 0 else ("loop", "every")))
+    return next(st.group for st in TABLE if st.name == name and st.in_iteration(t))
 
 
 def iteration_metrics(store, t: int) -> dict:
