@@ -18,7 +18,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from pipeline.report import NAMES, format_table
+from pipeline.graph import NAMES
+from pipeline.report import format_table
 
 
 def _clip(text: str, width: int) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.graph import NAMES, TABLE  # noqa: F401  (NAMES: the artifact names, for inspect)
+from pipeline.graph import TABLE
 
 
 def _group(t: int, name: str) -> str:
