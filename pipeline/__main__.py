@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.config import ConfigError
     from pipeline.loop import run
     from pipeline.store import RunInUseError, StaleStageError
+    from stages.tasks import TaskInputError
 
     quiet_libraries()
     hc = HydraConfig.get()
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg, Path(hc.runtime.output_dir), job_name=hc.job.override_dirname if multirun else None,
             overrides=list(hc.overrides.task))
-    except (ConfigError, StaleStageError, RunInUseError, FileNotFoundError, KeyError) as e:
+    except (ConfigError, TaskInputError, StaleStageError, RunInUseError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         if multirun:

@@ -17,6 +17,7 @@ from pipeline.report import iteration_metrics, print_summary_line, print_table
 from pipeline.runner import Runner
 from pipeline.store import Store
 from pipeline.tracking import make_tracker
+from stages.pairs import no_gold_notice
 from stages.tasks import load_task
 
 
@@ -24,7 +25,10 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     validate(cfg, overrides)                        # bad values fail here, before any model loads
     store = Store(run_dir, plan(cfg))
     store.check(cfg.on_change)                      # stale results: refuse, or forget them
-    load_task(configs_at(cfg, 1).task)              # a missing file or field fails here too
+    first = configs_at(cfg, 1)
+    task = load_task(first.task)                    # a bad file, field, option or sandbox fails here too
+    for notice in task.notices + no_gold_notice(task, first.pairs):
+        print(notice, flush=True)
     m0 = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)
     tracker = make_tracker(cfg, run_dir, job_name)
     run = Run(cfg, store, Runner(runner_configs(cfg), run_dir), m0, tracker)  # stages here or in own processes

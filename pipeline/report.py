@@ -52,8 +52,10 @@ def _eval_part(m: dict) -> str:
     if "eval/instruction_accuracy" in m:
         out = (f"held-out constraints met {_pct(m['eval/accuracy'])} of prompts, "
                f"{_pct(m['eval/instruction_accuracy'])} of constraints")
+    elif "eval/pass@1" in m:
+        out = f"held-out pass@1 {_pct(m['eval/pass@1'])}"
     else:
-        out = f"held-out {_pct(m['eval/accuracy'])} (lenient {_pct(m['eval/accuracy_lenient'])})"
+        out = f"held-out {_pct(m['eval/accuracy'])} (lenient {_pct(m.get('eval/accuracy_lenient'))})"
     if "eval/parse_failure_rate" in m:
         out += f" (thoughts parsed {_pct(1 - m['eval/parse_failure_rate']).strip()})"
     if "eval/vs_m0_comparisons" in m:
@@ -123,14 +125,16 @@ def format_table(history: list[dict]) -> str:
     if open_ended:
         extra.append(("eval/response_chars", "resp chars", _num))
     show_sample = not open_ended or "judge/accuracy" in history[-1]
-    acc = ["constraints met", "of constraints"] if open_ended else ["held-out acc", "lenient acc"]
+    code = any("eval/pass@1" in m for m in history)
+    acc = ["constraints met", "of constraints"] if open_ended else ["held-out pass@1"] if code else \
+        ["held-out acc", "lenient acc"]
     head = (["iter"] + acc + [k[5:] for k in maj] + [name for _, name, _ in extra]
             + ["sample acc"] * show_sample + ["pairs", "train loss"])
     rows = []
     for m in history:
         loss = m.get("train/loss")
-        rows.append([str(m["iteration"]), _pct(m.get("eval/accuracy")),
-                     _pct(m.get("eval/instruction_accuracy" if open_ended else "eval/accuracy_lenient"))]
+        rows.append([str(m["iteration"]), _pct(m.get("eval/accuracy"))]
+                    + [_pct(m.get("eval/instruction_accuracy" if open_ended else "eval/accuracy_lenient"))] * (not code)
                     + [_pct(m.get(k)) for k in maj]
                     + [fmt(m.get(k)) for k, _, fmt in extra]
                     + [_pct(m.get("judge/accuracy"))] * show_sample

@@ -6,7 +6,8 @@ answer its verdict. Then every measure listed in ``measures`` adds its figures �
 `Evaluation` below, listed in `MEASURES`; a new measure is one function and one entry there:
 
 * ``accuracy`` — share of answers the checker calls correct (the answer must be in the asked-for form), and the
-  share with no parseable answer. On the constraints task: the share meeting every constraint (prompt level).
+  share with no parseable answer. On the constraints task: the share meeting every constraint (prompt level); on
+  a code task: pass@1 (the greedy program passes every test in the sandbox), also reported as ``pass@1``.
 * ``lenient`` — accuracy that also accepts the last number of the answer (tells format learning apart from
   getting the arithmetic right).
 * ``constraints`` — the share of constraints met (instruction level; the checker's graded score).
@@ -115,10 +116,10 @@ def evaluate(model_path: str, prompts: list[dict], cfg: EvalConfig, check: Verif
                                tokenizer=ev.tokenizer)
     gens, thought_stats = split_records(gens, thought_cfg)
     task = ev.task()
-    for g in gens:
-        response = g["response"] if g["parsed"] else g["completion"]  # an unparsed output counts whole
+    responses = [g["response"] if g["parsed"] else g["completion"] for g in gens]  # an unparsed output counts whole
+    verdicts = task.check_all([(task.problem(g["prompt_id"]), r) for g, r in zip(gens, responses)], check)
+    for g, response, v in zip(gens, responses, verdicts):
         problem = task.problem(g["prompt_id"])
-        v = task.check(problem, response, check)
         ev.records.append({"prompt_id": g["prompt_id"], "completion": response, "gold": problem.answer,
                            "extracted": v.extracted, "extractor": v.extractor, "status": v.status,
                            "correct": v.status == CORRECT, "score": v.score, "feedback": v.feedback,
@@ -141,13 +142,20 @@ def evaluate(model_path: str, prompts: list[dict], cfg: EvalConfig, check: Verif
 
 
 def accuracy(ev: Evaluation) -> dict:
+    """Accuracy; on a code task it is pass@1 (the greedy program passes every test) and is also named so."""
     n = max(len(ev.records), 1)
-    return {"accuracy": sum(r["correct"] for r in ev.records) / n,
-            "unparseable_rate": sum(r["status"] == UNPARSEABLE for r in ev.records) / n}
+    out = {"accuracy": sum(r["correct"] for r in ev.records) / n,
+           "unparseable_rate": sum(r["status"] == UNPARSEABLE for r in ev.records) / n}
+    if ev.task().kind == "program":
+        out["pass@1"] = out["accuracy"]
+    return out
 
 
 def lenient(ev: Evaluation) -> dict:
+    """Nothing for a task whose checker reads no final answer (programs, rules): it would equal accuracy."""
     task, check = ev.task(), ev.check.lenient()
+    if task.kind != "answer":
+        return {}
     for r in ev.records:
         r["correct_lenient"] = task.check(task.problem(r["prompt_id"]), r["completion"], check).status == CORRECT
     return {"accuracy_lenient": sum(r["correct_lenient"] for r in ev.records) / max(len(ev.records), 1)}

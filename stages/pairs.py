@@ -54,6 +54,15 @@ from stages.thoughts import judged_text
 GOLD = -1  # sample_idx of the gold solution when it is used as a winner
 
 
+def no_gold_notice(task, cfg: "PairsConfig") -> list[str]:
+    """One line when IRPO would add gold solutions to the winners but the task has none (its winners are then only
+    the model's own correct samples): a notice, not an error."""
+    if cfg.rule == "irpo" and cfg.include_gold and not any(p.solution for p in task.train):
+        return [f"note: task {task.name} gives no gold solutions: IRPO's gold-in-winners (pairs.include_gold) is off "
+                f"for it; the winners are the model's own correct samples"]
+    return []
+
+
 @dataclass
 class PairsConfig:
     rule: str = "irpo"  # irpo (correct vs incorrect) | score (best vs worst judge score) | correct (SFT: STaR)

@@ -192,8 +192,8 @@ def verify(model_path: str | None, prompts: list[dict], candidates: list[dict], 
         raise ValueError("verify: VerifyConfig.task is not set: the checker belongs to a task")
     task = load_task(cfg.task)
     records = []
-    for c in candidates:
-        v = task.check(task.problem(c["prompt_id"]), judged_text(c), cfg)
+    verdicts = task.check_all([(task.problem(c["prompt_id"]), judged_text(c)) for c in candidates], cfg)
+    for c, v in zip(candidates, verdicts):
         records.append({**c, "sample_idx": int(c["sample_idx"]), "extracted": v.extracted, "extractor": v.extractor, "status": v.status,
                         "reward": v.reward, "score": v.score, "feedback": v.feedback})
     return records, {k: sum(r["status"] == k for r in records) for k in (CORRECT, INCORRECT, UNPARSEABLE)}

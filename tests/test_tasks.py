@@ -315,7 +315,7 @@ def test_load_missing_file_names_path(tmp_path):
 ])
 def test_load_field_no_row_has(tmp_path, field_kw, name):
     path = _write_jsonl(tmp_path / "d.jsonl", [{"question": "q?", "answer": "1"}, {"question": "r?", "answer": "2"}])
-    with pytest.raises(KeyError, match=repr(name)):
+    with pytest.raises(TaskInputError, match=repr(name)):
         load_problems(TaskConfig(source=str(path), **field_kw))
 
 

@@ -2,7 +2,11 @@
 
 * ``arithmetic`` (stages/tasks/arithmetic.py) — built-in seeded arithmetic word problems with gold solutions;
 * ``constraints`` (stages/tasks/constraints.py) — built-in instructions with rule-checked constraints;
-* ``file`` (stages/tasks/files.py) — your own data: a local file or a `datasets` source.
+* ``gym`` (stages/tasks/gym.py) — any `reasoning-gym` generator (countdown, gsm_symbolic, basic_arithmetic, ...);
+* ``code`` / ``humaneval`` / a file with ``layout: humaneval|mbpp`` (stages/tasks/code.py) — Python functions
+  checked by running their tests in the sandbox (stages/sandbox.py);
+* ``file`` (stages/tasks/files.py) — your own data: a local file or a `datasets` source (GSM8K's `#### N`
+  rationales are read as gold answer + gold solution).
 
 Each module has ``load(cfg) -> LoadedTask``; the loaded task owns its problems (train and held-out splits that
 never overlap), the chat prompt of a problem (`LoadedTask.messages`) and its checker (`LoadedTask.check`: a
@@ -25,6 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+from stages.sandbox import SandboxConfig
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -36,7 +42,14 @@ class Problem:
     difficulty: int = 0  # 1..3 for the built-in tasks, 0 when unknown
 
 
-SOURCES = {"arithmetic": "stages.tasks.arithmetic", "constraints": "stages.tasks.constraints"}  # else: a file
+SOURCES = {"arithmetic": "stages.tasks.arithmetic", "constraints": "stages.tasks.constraints",
+           "gym": "stages.tasks.gym", "code": "stages.tasks.code", "humaneval": "stages.tasks.code"}  # else: a file
+LAYOUTS = ("qa", "humaneval", "mbpp")  # a file's rows: question/answer (stages/tasks/files.py) or code problems
+
+
+class TaskInputError(ValueError):
+    """The task's input (a file, a generator's options, the sandbox it needs) is unusable: one line naming the
+    file and line, the field or the option. Raised before any model loads."""
 
 
 @dataclass
@@ -44,8 +57,10 @@ class TaskConfig:
     """Where problems come from and how they are asked.
 
     source: "arithmetic" (built-in word problems), "constraints" (built-in instructions with rule-checked
-        constraints, stages/tasks/constraints.py) or a path to a .jsonl/.json/.parquet/.csv file, or a
+        constraints, stages/tasks/constraints.py), "gym" (a reasoning-gym generator: `dataset`, `options`),
+        "code" (built-in Python functions), "humaneval", or a path to a .jsonl/.json/.parquet/.csv file, or a
         `datasets.load_dataset` name (a hub id or a local dataset folder) — the hub works only online.
+    layout: a file's rows: "qa" (question/answer fields), or code problems in "humaneval" or "mbpp" layout.
     prompt_template: the user message; `{question}` is replaced by the question.
     system_prompt: optional system message ("" = none; the chat template may add its own default).
     """
@@ -68,11 +83,28 @@ class TaskConfig:
     solution_field: str | None = None  # optional gold solution column
     id_field: str | None = None  # optional stable id column (default: content hash)
     subset: str | None = None  # load_dataset config name
+    layout: str = "qa"  # qa | humaneval | mbpp
+    tests_field: str | None = None  # code files: the tests (default: test / test_list by layout)
+    entry_field: str | None = None  # code files: the function's name (default: entry_point; MBPP: from the tests)
+    # reasoning-gym (source: gym)
+    dataset: str = ""  # the generator's name: countdown, gsm_symbolic, basic_arithmetic, chain_sum, ...
+    options: dict = field(default_factory=dict)  # the generator's config fields, passed through (difficulty, ...)
+    # code tasks: how model-written programs run (stages/sandbox.py)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     # which problems are used
     prompts_per_iteration: int | None = None  # None = the whole train split every iteration (paper)
     max_test: int | None = None  # evaluate on the first max_test held-out problems (None = all)
 
     def __post_init__(self) -> None:
+        if isinstance(self.sandbox, dict):
+            try:
+                self.sandbox = SandboxConfig(**self.sandbox)
+            except TypeError as e:
+                raise ValueError(f"task.sandbox: {e}") from None
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"task.layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
+        if self.source == "gym" and not self.dataset:
+            raise ValueError("task.dataset: name the reasoning-gym generator (task=gym task.dataset=countdown)")
         if self.prompts_per_iteration is not None and self.prompts_per_iteration < 1:
             raise ValueError(f"task.prompts_per_iteration must be >= 1 or null, got {self.prompts_per_iteration}")
         if self.max_test is not None and self.max_test < 1:
@@ -81,9 +113,10 @@ class TaskConfig:
             raise ValueError("task.prompt_template must contain the placeholder {question}")
         if self.test_size < 1:
             raise ValueError(f"task.test_size must be >= 1, got {self.test_size}")
-        if self.source in SOURCES:
+        if self.source in ("arithmetic", "constraints", "gym"):
             if self.num_train < 1 or self.num_test < 1:
                 raise ValueError("task.num_train and task.num_test must be >= 1")
+        if self.source in ("arithmetic", "constraints", "code"):
             bad = [d for d in self.difficulties if d not in (1, 2, 3)]
             if bad or not self.difficulties:
                 raise ValueError(f"task.difficulties must be a non-empty subset of [1, 2, 3], got {self.difficulties}")
@@ -96,6 +129,9 @@ class LoadedTask:
     test: list[Problem]
     checker: Callable  # (problem, text, VerifyConfig) -> Verdict: the task's own check of one answer
     skipped: dict[str, int] = field(default_factory=dict)  # rows skipped while loading, by reason
+    kind: str = "answer"  # what the checker reads: answer (a final answer: lenient accuracy applies), rules, program
+    batch_checker: Callable | None = None  # ([(problem, text)], VerifyConfig) -> [Verdict], e.g. programs in parallel
+    notices: list[str] = field(default_factory=list)  # one-line facts a run prints once (the sandbox's isolation)
 
     def messages(self, problem: Problem, cfg: TaskConfig) -> list[dict]:
         """The chat prompt for one problem (TRL's conversational format)."""
@@ -107,6 +143,16 @@ class LoadedTask:
         from stages.verify import VerifyConfig
 
         return self.checker(problem, text, cfg or VerifyConfig())
+
+    def check_all(self, items: list[tuple[Problem, str]], cfg=None) -> list:
+        """Verdicts for (problem, text) pairs: the batch checker where the task has one (sandboxed programs run in
+        parallel), else one at a time."""
+        from stages.verify import VerifyConfig
+
+        cfg = cfg or VerifyConfig()
+        if self.batch_checker is not None:
+            return self.batch_checker(items, cfg)
+        return [self.checker(p, text, cfg) for p, text in items]
 
     def problem(self, prompt_id: str) -> Problem:
         if not hasattr(self, "_by_id"):
@@ -140,7 +186,8 @@ def load_task(cfg: TaskConfig) -> LoadedTask:
 @lru_cache(maxsize=8)
 def _load(key: str, stamp) -> LoadedTask:
     cfg = TaskConfig(**json.loads(key))
-    module = importlib.import_module(SOURCES.get(cfg.source, "stages.tasks.files"))
+    module = importlib.import_module(SOURCES.get(cfg.source) or
+                                     ("stages.tasks.files" if cfg.layout == "qa" else "stages.tasks.code"))
     task = module.load(cfg)
     if cfg.max_test is not None:
         task.test = task.test[: cfg.max_test]
