@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from stages.tasks import LoadedTask, Problem, TaskConfig, load_task, select_prompts
+from stages.tasks import LoadedTask, Problem, TaskConfig, TaskInputError, load_task, select_prompts
 from stages.tasks.arithmetic import KINDS, arithmetic_problems
 from stages.tasks.files import load as load_problems
 from stages.verify import CORRECT, INCORRECT, UNPARSEABLE, VerifyConfig
@@ -360,3 +360,67 @@ def test_load_dataset_folder_with_train_and_test_splits(tmp_path):
     assert task.train[0].solution and task.train[0].answer == "1"
     with pytest.raises(ValueError, match="split 'validation'"):
         load_task(TaskConfig(source=str(folder), question_field="q", answer_field="a", test_split="validation"))
+
+
+# --------------------------------------------------------------------------- malformed files and GSM8K's format
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("csv.jsonl", b"question,answer\nWhat is 1+1?,2\n", r"csv.jsonl:1: not a JSON object .* CSV\? name the file .csv"),
+    ("cut.jsonl", b'{"question": "a?", "answer": "1"}\n{"question": "b?", "ans', r"cut.jsonl:2: not a JSON object"),
+    ("latin1.jsonl", b'{"question": "a?", "answer": "1"}\n{"question": "caf\xe9?", "answer": "2"}\n',
+     r"latin1.jsonl:2: not UTF-8 text \(byte 0xe9"),
+    ("array.jsonl", b'[{"question": "a?", "answer": "1"},\n {"question": "b?", "answer": "2"}]\n',
+     r"array.jsonl:1: .*a JSON array\? name the file .json"),
+    ("nulls.jsonl", b'{"question": "a?", "answer": "1"}\nnull\n', r"nulls.jsonl:2: expected a JSON object per line, got null"),
+    ("bad.json", b'[{"question": "a?", "answer": "1"},\n {"question": "b?" "answer": "2"}]',
+     r"bad.json:2: invalid JSON \(Expecting ',' delimiter"),
+    ("scalars.json", b'[{"question": "a?", "answer": "1"}, 3]', r"scalars.json: element 1 of the array is a int"),
+    ("ragged.csv", b"question,answer\nWhat is 1+1?,2\nWhat is 2+2?,4,extra\n", r"ragged.csv:3: more values than"),
+    ("broken.parquet", b"PAR1 this is not parquet", r"broken.parquet: not a readable Parquet file"),
+])
+def test_malformed_files_are_one_line_naming_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TaskInputError, match=message) as e:
+        load_task(TaskConfig(source=str(path)))
+    assert "\n" not in str(e.value) and e.value.__cause__ is None
+
+
+def test_null_and_empty_fields_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "holes.jsonl"
+    path.write_text('{"question": null, "answer": "1"}\n{"question": "a?", "answer": null}\n'
+                    '{"question": "b?", "answer": "2"}\n\n{"question": "c?", "answer": "3"}\n')
+    task = load_task(TaskConfig(source=str(path)))
+    assert task.skipped == {"empty_question": 1, "bad_answer": 1} and len(task.train + task.test) == 2
+
+
+GSM8K_ROWS = [
+    {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+                 "How many clips did Natalia sell altogether in April and May?",
+     "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether "
+               "in April and May.\n#### 72"},
+    {"question": "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+                 "How much did she earn?",
+     "answer": "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
+               "$<<0.2*50=10>>10.\n#### 10"},
+    {"question": "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total?",
+     "answer": "It takes 2/2=<<2/2=1>>1 bolt of white fiber\nSo the total amount of fabric is 2+1=<<2+1=3>>3 bolts\n#### 3"},
+    {"question": "Tim has 1,200 stamps and buys 34 more. How many stamps does he have?",
+     "answer": "1,200 + 34 = <<1200+34=1234>>1,234\n#### 1,234"},
+]
+
+
+def test_gsm8k_answers_give_gold_answer_and_solution(tmp_path):
+    from stages.tasks.files import gsm8k_answer
+
+    final, solution = gsm8k_answer(GSM8K_ROWS[0]["answer"])
+    assert final == "72"
+    assert solution == ("Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and "
+                        "May.\nAnswer: 72")
+    assert gsm8k_answer("72") is None and gsm8k_answer("#### 5 and #### 6") is None
+    task = load_task(TaskConfig(source=str(_write_jsonl(tmp_path / "gsm8k.jsonl", GSM8K_ROWS)), test_size=2))
+    by_q = {p.question: p for p in task.train + task.test}
+    last = by_q[GSM8K_ROWS[3]["question"]]
+    assert last.answer == "1234" and last.solution.endswith("Answer: 1234") and "<<" not in last.solution
+    assert all(task.check(p, p.solution).status == "correct" for p in by_q.values())

@@ -106,18 +106,19 @@ def _read_rows(cfg: TaskConfig, split: str) -> list[dict]:
                              f"{type(e).__name__}: {e}") from None
 
 
-_GSM8K_FINAL = re.compile(r"\n?####\s*(.+?)\s*$", re.S)
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 
 
 def gsm8k_answer(answer: str) -> tuple[str, str] | None:
     """GSM8K's answer field — a rationale with calculator annotations (<<48/2=24>>) ending in "#### N" — as
     (N, the rationale without annotations ending in the prompt's "Answer: N" line); None for a plain answer."""
-    m = _GSM8K_FINAL.search(answer)
-    if not m or "####" in answer[: m.start()]:
+    if answer.count("####") != 1:
         return None
-    final = m.group(1).replace(",", "").strip()
-    steps = _CALCULATOR.sub("", answer[: m.start()]).strip()
+    before, after = answer.split("####")
+    final = after.strip().replace(",", "")
+    if not final or "\n" in final:
+        return None
+    steps = _CALCULATOR.sub("", before).strip()
     return final, (f"{steps}\nAnswer: {final}" if steps else f"Answer: {final}")
 
 

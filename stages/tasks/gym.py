@@ -11,7 +11,8 @@ Checking never evaluates model text with Python's eval or sympy's parser:
 * numeric answers (basic_arithmetic, chain_sum, gsm_symbolic, ...: the gold answer is a number) use the project's
   final-answer checker (stages/verify.py: the "Answer:" line, compared with math-verify);
 * Countdown uses `check_countdown`, an AST walk over the answer expression with exact fractions: only the given
-  numbers, each used exactly once (as a multiset), only + - * / and parentheses, within 1e-5 of the target;
+  numbers, each used exactly once (as a multiset), only + - * / and parentheses (a minus sign may also negate, as
+  the generator's own answers do), within 1e-5 of the target;
 * any other generator: the answer span (the "Answer:" line) handed to the generator's own `score_answer`; its
   score is the verdict's score, correct at 1.0 — those scorers are the library's, not audited here.
 """
@@ -113,14 +114,18 @@ _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lamb
 
 
 def _evaluate(node: ast.AST) -> tuple[Fraction, list[int]]:
-    """(exact value, the integer literals used) of + - * / over integer literals; anything else is ValueError."""
+    """(exact value, the integer literals used) of + - * / (and a leading minus) over integer literals; anything
+    else is ValueError. Nothing is evaluated but these nodes, with exact fractions."""
     if isinstance(node, ast.Constant) and type(node.value) is int:
         return Fraction(node.value), [node.value]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):  # "-61 + 94 * 4": the generator writes these
+        value, used = _evaluate(node.operand)
+        return -value, used
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
         (a, used_a), (b, used_b) = _evaluate(node.left), _evaluate(node.right)
         return _OPS[type(node.op)](a, b), used_a + used_b
     what = type(node.op).__name__ if isinstance(node, (ast.BinOp, ast.UnaryOp)) else type(node).__name__
-    shown = {"USub": "a minus sign on a number", "Pow": "**", "FloorDiv": "//", "Mod": "%", "Constant": "a non-integer",
+    shown = {"UAdd": "a plus sign on a number", "Pow": "**", "FloorDiv": "//", "Mod": "%", "Constant": "a non-integer",
              "Name": "a name", "Call": "a function call"}.get(what, what)
     raise ValueError(f"only the given numbers, + - * / and parentheses are allowed, found {shown}")
 
