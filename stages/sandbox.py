@@ -289,7 +289,7 @@ def _verdict(text: str, marker: str) -> tuple[bool, str] | None:
         if line.startswith(marker + " "):
             try:
                 got = json.loads(line[len(marker) + 1:])
-                return bool(got["passed"]), str(got["feedback"])
+                return bool(got["passed"]), " ".join(str(got["feedback"]).split())  # one line
             except (ValueError, KeyError, TypeError):
                 return None
     return None

@@ -28,6 +28,14 @@ def env(cache_dir) -> dict:
     return e
 
 
+def compose_config(*overrides: str):
+    """The composed config of `python -m pipeline <overrides>`, for running `pipeline.loop.run` in-process."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
 def pipeline_cmd(run_dir: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *overrides]
 

@@ -7,14 +7,12 @@ import json
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_module
+from conftest import compose_config
 
 from pipeline.graph import NAMES, TABLE, Inputs, UndeclaredRead, configs_at, plan, stages_at
 
 
-def _compose(*overrides: str):
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+_compose = compose_config
 
 
 def _downstream(keys: dict, start: set) -> set:

@@ -25,8 +25,9 @@ needs_bwrap = pytest.mark.skipif(sandbox._mode() != "bwrap",
 
 
 def _nobody_processes() -> int:
-    out = subprocess.run(["ps", "-u", str(sandbox.NOBODY), "-o", "pid="], capture_output=True, text=True).stdout
-    return len(out.split())
+    """Live processes of the sandbox's user (exited ones waiting to be reaped by init do not count)."""
+    out = subprocess.run(["ps", "-u", str(sandbox.NOBODY), "-o", "stat="], capture_output=True, text=True).stdout
+    return sum(not s.startswith("Z") for s in out.split())
 
 
 BASELINE = _nobody_processes()  # the machine's own processes of that user, before any sandbox ran

@@ -5,64 +5,71 @@ the README's GSM8K command on a local file in GSM8K's format, and malformed inpu
 from __future__ import annotations
 
 import glob
-import json
 import subprocess
 import time
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, TINY, pipeline_cmd, run_pipeline
+from conftest import ROOT, TINY, compose_config, pipeline_cmd
 from stages.sandbox import _mode
 from test_tasks import GSM8K_ROWS, _write_jsonl
-from wandb_reader import history
+from wandb_reader import history as history_of
 
 ALLOW = [] if _mode() == "bwrap" else ["task.sandbox.weaker_isolation=true"]
 
 
-def test_irpo_on_the_builtin_code_task(tmp_path, env):
+def _run(tmp_path, cache_dir, *overrides):
+    """`pipeline.loop.run` in this process (the CLI is tested below and in test_e2e.py): saves the interpreter and
+    library start-up of a subprocess per run."""
+    from pipeline.loop import run
+
+    cfg = compose_config(*overrides, *TINY, "iterations=1", f"paths.cache_dir={cache_dir}")
+    return run(cfg, tmp_path / "run")
+
+
+def test_irpo_on_the_builtin_code_task(tmp_path, cache_dir, capsys, monkeypatch):
+    from pipeline.inspect import summary
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    history = _run(tmp_path, cache_dir, "task=code", *ALLOW)
+    out = capsys.readouterr().out
+    assert out.startswith("sandbox: ")  # the isolation the run got, said once before anything runs
+    assert "held-out pass@1" in out and "[iter 1]" in out
     run = tmp_path / "run"
-    p = run_pipeline(run, "task=code", *TINY, "iterations=1", *ALLOW, env=env)
-    assert p.stdout.startswith("sandbox: ")  # the isolation the run got, said once before anything runs
-    assert "held-out pass@1" in p.stdout and "[iter 1]" in p.stdout
-    metrics = json.loads((run / "iter_01" / "metrics.json").read_text())
-    assert metrics["eval/pass@1"] == metrics["eval/accuracy"] and "eval/accuracy_lenient" not in metrics
+    assert history[1]["eval/pass@1"] == history[1]["eval/accuracy"] and "eval/accuracy_lenient" not in history[1]
     judged = pd.read_parquet(run / "iter_01" / "judgments.parquet")
     assert {"status", "reward", "feedback"} <= set(judged.columns) and len(judged) == 8
     pairs = pd.read_parquet(run / "iter_01" / "pairs.parquet")
     # the random tiny model writes no passing program: the chosen side is the reference function, in a code block
     assert len(pairs) and all(c[0]["content"].startswith("```python\ndef ") for c in pairs["chosen"])
-    rows = history(glob.glob(str(run / "wandb" / "offline-run-*" / "run-*.wandb"))[0])
+    rows = history_of(glob.glob(str(run / "wandb" / "offline-run-*" / "run-*.wandb"))[0])
     assert sorted(r["iteration"] for r in rows if "eval/pass@1" in r) == [0, 1]
-    shown = subprocess.run(["python", "-m", "pipeline.inspect", str(run)], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=120)
-    assert shown.returncode == 0 and "held-out pass@1" in shown.stdout, shown.stderr
+    assert "held-out pass@1" in summary(run)  # what inspect prints
 
 
 @pytest.mark.parametrize("dataset, gold", [("countdown", False), ("gsm_symbolic", True), ("basic_arithmetic", False),
                                            ("chain_sum", False)])
-def test_reasoning_gym_tasks_run_end_to_end(tmp_path, env, dataset, gold):
+def test_reasoning_gym_tasks_run_end_to_end(tmp_path, cache_dir, capsys, dataset, gold):
+    history = _run(tmp_path, cache_dir, "task=gym", f"task.dataset={dataset}", "logger=none")
+    assert ("gives no gold solutions" in capsys.readouterr().out) != gold
     run = tmp_path / "run"
-    p = run_pipeline(run, "task=gym", f"task.dataset={dataset}", *TINY, "iterations=1", "logger=none", env=env)
-    assert ("gives no gold solutions" in p.stdout) != gold
     prompts = pd.read_parquet(run / "iter_01" / "prompts.parquet")
     held = pd.read_parquet(run / "iter_00" / "eval.parquet")
     assert not set(prompts["prompt_id"]) & set(held["prompt_id"]) and len(held) == 8
-    assert json.loads((run / "iter_01" / "metrics.json").read_text())["pairs/count"] == (4 * 2 if gold else 0)
+    assert history[1]["pairs/count"] == (4 * 2 if gold else 0) and "eval/accuracy" in history[1]
 
 
-def test_readme_gsm8k_command_on_a_local_file(tmp_path, env):
-    data = tmp_path / "data"
-    data.mkdir()
+def test_readme_gsm8k_command_on_a_local_file(tmp_path, cache_dir, monkeypatch):
+    """The README's command, as written, from a folder holding data/gsm8k.jsonl in GSM8K's format."""
+    (tmp_path / "data").mkdir()
     rows = [{**r, "question": f"{r['question']} (variant {k})"} for k in range(6) for r in GSM8K_ROWS]
-    _write_jsonl(data / "gsm8k.jsonl", rows)
-    readme = (ROOT / "README.md").read_text()
+    _write_jsonl(tmp_path / "data" / "gsm8k.jsonl", rows)
     command = "python -m pipeline task=file task.source=data/gsm8k.jsonl"
-    assert command in readme
-    args = command.split()[3:] + [*TINY, "iterations=1", "logger=none", "task.test_size=8"]
-    p = subprocess.run(pipeline_cmd(tmp_path / "run", *args), cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert command in (ROOT / "README.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, cache_dir, *command.split()[3:], "logger=none", "task.test_size=8")
     pairs = pd.read_parquet(tmp_path / "run" / "iter_01" / "pairs.parquet")
     chosen = [c[0]["content"] for c in pairs["chosen"]]
     assert chosen and all(c.split("\n")[-1].startswith("Answer: ") and "<<" not in c for c in chosen)
