@@ -29,7 +29,6 @@ the first failing assertion's test line or the exception's last line, or "timed 
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -37,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,17 +50,20 @@ OUTPUT_BYTES = 1 << 20  # the program's stdout+stderr file is capped here (RLIMI
 # The harness: reads the marker, runs the candidate, then the tests, then prints the marker with the outcome.
 # It runs from the sandbox's /tmp; the candidate and the tests are compiled under the names shown in feedback.
 HARNESS = r'''
-import json, os, resource, sys, traceback
-for _what, _value in json.loads(sys.argv[1]):  # hard limits, before any untrusted line runs
-    resource.setrlimit(getattr(resource, _what), (_value, _value))
+import os, resource, sys
+for _item in sys.argv[1].split(","):  # hard limits, before any untrusted line runs
+    _what, _value = _item.split("=")
+    resource.setrlimit(getattr(resource, _what), (int(_value), int(_value)))
 marker = sys.stdin.readline().strip()
 sys.stdin.close()
 os.close(0)
 def _report(ok, feedback):
     sys.stdout.flush(); sys.stderr.flush()
-    os.write(1, ("\n" + marker + " " + json.dumps({"passed": ok, "feedback": feedback}) + "\n").encode())
+    line = " ".join(str(feedback).split())
+    os.write(1, ("\n" + marker + (" PASS " if ok else " FAIL ") + line + "\n").encode("utf-8", "replace"))
     os._exit(0)
 def _line(where, text):
+    import traceback  # only on a failure: importing it costs more than running a typical program
     tb = traceback.extract_tb(sys.exc_info()[2])
     rows = [f for f in tb if f.filename == where]
     if not rows:
@@ -225,7 +228,7 @@ def run_program(code: str, tests: str, cfg: SandboxConfig) -> Result:
             (folder / name).write_text(text)
         os.chmod(d, 0o755)  # readable by the unprivileged user; written by nobody but this process
         out_path = folder / "output.txt"
-        python = [_setup()[1], "-I", "-S", "harness.py", json.dumps(_rlimits(cfg))]
+        python = [_setup()[1], "-I", "-S", "harness.py", ",".join(f"{k}={v}" for k, v in _rlimits(cfg))]
         prefix = {"bwrap": _bwrap_cmd(d), "unshare-net": UNSHARE, "rlimits": []}[mode]
         env = {"PATH": "/usr/bin:/bin", "HOME": d, "PYTHONDONTWRITEBYTECODE": "1"}
         with open(out_path, "wb") as out:
@@ -241,12 +244,15 @@ def run_program(code: str, tests: str, cfg: SandboxConfig) -> Result:
                 proc.stdin.close()
             except OSError:
                 pass
-            timed_out = False
-            try:
-                proc.wait(timeout=cfg.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            # a timer kills at the timeout while this thread blocks in waitpid (Popen.wait(timeout) polls with
+            # sleeps that cost more than a typical program's whole run)
+            timed_out = threading.Event()
+            timer = threading.Timer(cfg.timeout_s, lambda: (timed_out.set(), _signal_group(proc)))
+            timer.start()
+            proc.wait()
+            timer.cancel()
             _kill_group(proc)
+            timed_out = timed_out.is_set()
         seconds = time.monotonic() - start
         text = _read_capped(out_path)
     if timed_out:
@@ -265,11 +271,15 @@ def run_program(code: str, tests: str, cfg: SandboxConfig) -> Result:
     return Result(False, "failed", f"the program ended before the tests finished ({why})", seconds, text[:2000])
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _signal_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the program's session: it and everything it started
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    _signal_group(proc)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -286,12 +296,8 @@ def _read_capped(path: Path) -> str:
 def _verdict(text: str, marker: str) -> tuple[bool, str] | None:
     """(passed, feedback) from the harness's marker line (the last line starting with the marker), or None."""
     for line in reversed(text.splitlines()):
-        if line.startswith(marker + " "):
-            try:
-                got = json.loads(line[len(marker) + 1:])
-                return bool(got["passed"]), " ".join(str(got["feedback"]).split())  # one line
-            except (ValueError, KeyError, TypeError):
-                return None
+        if line.startswith(marker + " PASS ") or line.startswith(marker + " FAIL "):
+            return line[len(marker) + 1:].startswith("PASS"), line[len(marker) + 6:].strip()
     return None
 
 
