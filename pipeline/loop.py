@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from pipeline.config import ConfigError
 from pipeline.graph import Run, configs_at, plan, runner_configs, stages_at, validate
 from pipeline.models import resolve_model
 from pipeline.report import iteration_metrics, print_summary_line, print_table
@@ -27,6 +28,9 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     store.check(cfg.on_change)                      # stale results: refuse, or forget them
     first = configs_at(cfg, 1)
     task = load_task(first.task)                    # a bad file, field, option or sandbox fails here too
+    if task.kind != "answer" and "maj" in first.eval.measures:
+        raise ConfigError(f"eval.measures: maj votes over final answers; task {task.name} is checked by "
+                          f"{'running programs' if task.kind == 'program' else 'rules'}: remove maj")
     for notice in task.notices + no_gold_notice(task, first.pairs):
         print(notice, flush=True)
     m0 = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)

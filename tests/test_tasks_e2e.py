@@ -85,3 +85,12 @@ def test_malformed_file_fails_in_one_line_before_any_model_loads(tmp_path, env):
                                                      f"starting at, column 20)", p.stderr
     assert "Traceback" not in p.stderr and not (tmp_path / "run" / "iter_00").exists()
     assert time.time() - t0 < 120
+
+
+def test_majority_vote_is_refused_on_a_code_task_before_any_model_loads(tmp_path, cache_dir):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="eval.measures: maj votes over final answers; task code is checked by "
+                                          "running programs"):
+        _run(tmp_path, cache_dir, "task=code", "eval=maj", "eval.maj_k=2", "logger=none", *ALLOW)
+    assert not (tmp_path / "run" / "iter_00").exists()
