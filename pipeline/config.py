@@ -16,13 +16,15 @@ from stages.generate import GenerateConfig
 from stages.judge import JudgeConfig
 from stages.meta_judge import MetaJudgeConfig
 from stages.pairs import PairsConfig
+from stages.refine import RefineConfig
 from stages.self_instruct import PromptsConfig
 from stages.tasks import TaskConfig
 from stages.thoughts import ThoughtConfig
 from stages.train import PROJECT_KEYS, TrainConfig
 from stages.verify import VerifyConfig
 
-GROUPS = ("task", "prompts", "thought", "generate", "judge", "meta_judge", "pairs", "train", "eval", "bootstrap")
+GROUPS = ("task", "prompts", "thought", "generate", "judge", "meta_judge", "refine", "pairs", "train", "eval",
+          "bootstrap")
 
 
 def _basename(value: str) -> str:
@@ -72,6 +74,7 @@ class StageConfigs:
     judge: VerifyConfig | JudgeConfig | PairwiseJudgeConfig  # scores the training samples (judge.kind)
     verify: VerifyConfig  # the task's checker, used by the evaluation (= judge when kind is verify)
     meta_judge: MetaJudgeConfig | None  # Meta-Rewarding's judge of judgments (None: off this iteration)
+    refine: RefineConfig  # feedback rounds after the first attempts (rounds 0: none) and their pairs
     pairs: PairsConfig
     train: TrainConfig
     eval: EvalConfig
@@ -144,6 +147,10 @@ def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
                               "win_rate: its judging examples use their templates")
         bootstrap = _make(BootstrapConfig, {**boot, "train": _make(
             TrainConfig, {"trainer": "sft", **_train_project(boot_train), "args": boot_train}, "bootstrap.train")}, "bootstrap")
+    refine = _make(RefineConfig, values["refine"], "refine")
+    thought = _make(ThoughtConfig, values["thought"], "thought")
+    pairs = _make(PairsConfig, values["pairs"], "pairs")
+    _check_refine(refine, eval_cfg, judge_cfg is verify, thought, pairs)
     prompts = _make(PromptsConfig, {**values["prompts"], "engine": engine}, "prompts")
     if prompts.source == "self_instruct" and judge_cfg is verify:
         raise ConfigError("prompts=self_instruct writes new instructions without gold answers: they need a model "
@@ -151,16 +158,34 @@ def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
     return StageConfigs(
         task=task,
         prompts=prompts,
-        thought=_make(ThoughtConfig, values["thought"], "thought"),
+        thought=thought,
         generate=gen,
         judge=judge_cfg,
         verify=verify,
         meta_judge=meta_cfg,
-        pairs=_make(PairsConfig, values["pairs"], "pairs"),
+        refine=refine,
+        pairs=pairs,
         train=_make(TrainConfig, {**_train_project(values["train"]), "args": values["train"]}, "train"),
         eval=eval_cfg,
         bootstrap=bootstrap,
     )
+
+
+def _check_refine(refine: RefineConfig, eval_cfg: EvalConfig, verifiable: bool, thought: ThoughtConfig,
+                  pairs: PairsConfig) -> None:
+    """The refine cycle's feedback is the task checker's: it needs judge=verify, answers without thoughts and, for
+    its pairs, the IRPO rule."""
+    where = [k for k, on in (("refine.rounds", refine.rounds), ("eval.measures refine", eval_cfg.refine_rounds)) if on]
+    if not where:
+        return
+    if thought.enabled:
+        raise ConfigError(f"{where[0]}: the refine cycle revises whole answers; it does not run with thoughts "
+                          "(thought=none)")
+    if refine.rounds and not verifiable:
+        raise ConfigError("refine.rounds: the feedback comes from the task's checker: use judge=verify")
+    if refine.rounds and pairs.rule != "irpo":
+        raise ConfigError(f"refine.rounds: its first-attempt and retry pairs are preference pairs: use pairs=irpo "
+                          f"(got pairs.rule={pairs.rule})")
 
 
 def bootstrap_pairwise_template(s: StageConfigs) -> str:

@@ -214,15 +214,27 @@ def _meta_judge(inp: Inputs):
                       judged=inp.table("judgments"), cfg=s.meta_judge, desc=f"iter {inp.t} meta-judge")
 
 
+def _refine(inp: Inputs):
+    """Feedback rounds on the iteration's samples: the best attempts go back to M(t-1) with the checker's verdict."""
+    from stages.refine import refine
+
+    s = inp.cfg
+    return inp.launch(refine, model_path=inp.model(), prompts=inp.table("prompts"), judged=inp.table("judgments"),
+                      cfg=s.refine, generate_cfg=s.generate, check=s.verify, desc=f"iter {inp.t} refine")
+
+
 def _pairs(inp: Inputs):
     """Actor pairs (with the thought prompt as their input when the model thinks) plus, with a meta-judge,
-    judge pairs (the judge prompt as input)."""
+    judge pairs (the judge prompt as input); with refine rounds, first-attempt and retry pairs."""
     from stages.meta_judge import add_judge_pairs
     from stages.pairs import build_pairs
+    from stages.refine import refine_pairs
     from stages.thoughts import wrap
 
     s = inp.cfg
     prompts, judged = inp.table("prompts"), inp.table("judgments")
+    if s.refine.rounds:
+        return refine_pairs(prompts, judged, inp.table("refinements"), s.pairs, s.refine)
     pairs, stats = build_pairs(wrap(prompts, s.thought), judged, s.pairs)
     if s.meta_judge:
         pairs, stats = add_judge_pairs(pairs, stats, prompts, judged, inp.table("meta_judgments"), s.judge,
@@ -288,8 +300,12 @@ TABLE = [
     Stage("meta_judgments", "meta_judge", LOOP, ("meta_judge",),
           lambda s, t: [(t, "prompts"), (t, "judgments")] + _models((s.meta_judge.model, t - 1)), _meta_judge,
           when=lambda s: s.meta_judge, process=True),
-    Stage("pairs", "pairs", LOOP, ("pairs", "thought", "judge", "meta_judge"),
-          lambda s, t: [(t, "prompts"), (t, "judgments")] + [(t, "meta_judgments")] * bool(s.meta_judge),
+    Stage("refinements", "refine", LOOP, ("refine", "generate", "verify"),
+          lambda s, t: [(t, "prompts"), (t, "judgments"), (t - 1, "model")], _refine,
+          when=lambda s: s.refine.rounds > 0, process=True),
+    Stage("pairs", "pairs", LOOP, ("pairs", "thought", "judge", "meta_judge", "refine"),
+          lambda s, t: [(t, "prompts"), (t, "judgments")] + [(t, "meta_judgments")] * bool(s.meta_judge)
+          + [(t, "refinements")] * (s.refine.rounds > 0),
           _pairs, extra=("seed",)),
     Stage("model", "train", LOOP, ("train",),
           lambda s, t: [(t, "pairs"), (t - 1, "model")] + [(0, "model")] * (s.train.reference == "initial"),

@@ -4,6 +4,7 @@
     python -m pipeline.inspect <run dir> --pairs 3 --iteration 2     # show 3 pairs of iteration 2
     python -m pipeline.inspect <run dir> --judgments 2               # 2 judged responses with the judge's text
     python -m pipeline.inspect <run dir> --meta 1                    # meta-judge comparisons (Meta-Rewarding)
+    python -m pipeline.inspect <run dir> --refine 2                  # 2 prompts' refine threads, round by round
 
 Every table in an iteration folder is a Parquet file: open it with pandas or datasets directly, e.g.
     pandas.read_parquet("<run>/iter_01/pairs.parquet")
@@ -144,6 +145,38 @@ def show_meta(run_dir: Path, n: int, iteration: int | None, width: int = 300) ->
     return "\n".join(out)
 
 
+def show_refine(run_dir: Path, n: int, iteration: int | None, width: int = 300) -> str:
+    """The refine threads of the first n prompts that had feedback rounds: every attempt under the attempt it
+    revises, with the feedback the model was shown and the checker's verdict."""
+    path, df, out = _latest(run_dir, "refinements", 10**9, iteration)
+    if df is None:
+        return out[0]
+    import pandas as pd
+
+    prompts = pd.read_parquet(path.with_name("prompts.parquet")).set_index("prompt_id")
+    out = [f"\n{path} ({len(df)} attempts)"]
+    refined = [pid for pid, g in df.groupby("prompt_id", sort=False) if (g["round"] > 0).any()][:n]
+    for pid in refined:
+        g = df[df["prompt_id"] == pid]
+        children: dict = {}
+        for _, a in g.iterrows():
+            children.setdefault((a["parent_round"], a["parent_attempt"]), []).append(a)
+        out.append(f"\n--- {pid}: {len(g)} attempts over {g['round'].max()} feedback round(s)")
+        out.append("PROMPT:   " + _clip(prompts.loc[pid, "messages"][-1]["content"], width))
+
+        def walk(a, depth):
+            pad = "    " * depth
+            out.append(f"{pad}[round {a['round']} attempt {a['attempt']}] {a['status']}: "
+                       + _clip(a["completion"], width))
+            out.append(f"{pad}  tool ({a['feedback_kind']}): " + _clip(a["feedback_shown"], width))
+            for c in children.get((a["round"], a["attempt"]), []):
+                walk(c, depth + 1)
+
+        for a in children.get((-1, -1), []):
+            walk(a, 0)
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=0, help="show this many pairs (default: none)")
     ap.add_argument("--judgments", type=int, default=0, help="show this many judged responses (default: none)")
     ap.add_argument("--meta", type=int, default=0, help="show the meta-judge's comparisons for this many responses")
+    ap.add_argument("--refine", type=int, default=0, help="show the refine threads of this many prompts")
     ap.add_argument("--iteration", type=int, default=None, help="iteration to show (default: last)")
     a = ap.parse_args(argv)
     try:
@@ -161,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             print(show_judgments(a.run_dir, a.judgments, a.iteration))
         if a.meta:
             print(show_meta(a.run_dir, a.meta, a.iteration))
+        if a.refine:
+            print(show_refine(a.run_dir, a.refine, a.iteration))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -56,6 +56,9 @@ def _eval_part(m: dict) -> str:
         out = f"held-out pass@1 {_pct(m['eval/pass@1'])}"
     else:
         out = f"held-out {_pct(m['eval/accuracy'])} (lenient {_pct(m.get('eval/accuracy_lenient'))})"
+    rounds = refine_rounds(m)
+    if rounds:
+        out += f" -> {_pct(m[f'eval/accuracy_round_{rounds}']).strip()} after {rounds} feedback round{'s' * (rounds > 1)}"
     if "eval/parse_failure_rate" in m:
         out += f" (thoughts parsed {_pct(1 - m['eval/parse_failure_rate']).strip()})"
     if "eval/vs_m0_comparisons" in m:
@@ -65,6 +68,11 @@ def _eval_part(m: dict) -> str:
         agree = m["eval/judge_agreement"]
         out += f" | judge agreement {'-' if agree is None else f'{agree:.2f}'}"
     return out
+
+
+def refine_rounds(m: dict, prefix: str = "eval/accuracy_round_") -> int:
+    """The last feedback round with a figure in m (0: none)."""
+    return max((int(k[len(prefix):]) for k in m if k.startswith(prefix)), default=0)
 
 
 def warnings_for(m: dict) -> list[str]:
@@ -100,6 +108,14 @@ def print_summary_line(m: dict) -> None:
                          f"{m.get('pairs/skipped_too_few_scored', 0)} unscored)")
             if m.get("pairs/length_gap") is not None:
                 parts.append(f"chosen-rejected length {m['pairs/length_gap']:+.0f} chars")
+        rounds = refine_rounds(m, "refine/solved_by_round_")
+        if rounds:
+            solved = "->".join(_pct(m[f"refine/solved_by_round_{r}"]).strip() for r in range(rounds + 1))
+            kinds = ", ".join(f"{k[len('pairs/retry_feedback_'):]} {v}" for k, v in sorted(m.items())
+                              if k.startswith("pairs/retry_feedback_"))
+            parts.append(f"| refine solved {solved} of prompts in {rounds} round{'s' * (rounds > 1)}, pairs "
+                         f"{m.get('pairs/first_attempt_pairs', 0)} first-attempt + {m.get('pairs/retry_pairs', 0)} retry"
+                         + (f" ({kinds})" if kinds else ""))
         if "meta_judge/comparisons" in m:
             prefers = m.get("meta_judge/prefers_higher_score")
             parts.append(f"| meta-judge {m['meta_judge/comparisons']} comparisons, first-position share "
@@ -117,7 +133,9 @@ def format_table(history: list[dict]) -> str:
     maj = sorted({k for m in history for k in m if k.startswith("eval/maj@")})
     open_ended = any("eval/instruction_accuracy" in m for m in history)
     two = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-    extra = [("eval/vs_m0_win_rate", "win vs M0", _pct), ("eval/judge_agreement", "judge agree", two),
+    rounds = max(refine_rounds(m) for m in history)
+    extra = [(f"eval/accuracy_round_{rounds}", f"after {rounds} fb rounds", _pct)] * bool(rounds) + [
+             ("eval/vs_m0_win_rate", "win vs M0", _pct), ("eval/judge_agreement", "judge agree", two),
              ("judge/score_mean", "mean score", two),
              ("eval/parse_failure_rate", "thoughts parsed", lambda x: "-" if x is None else _pct(1 - x)),
              ("meta_judge/prefers_higher_score", "meta: higher", _pct)]

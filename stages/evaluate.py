@@ -13,6 +13,9 @@ answer its verdict. Then every measure listed in ``measures`` adds its figures �
 * ``constraints`` — the share of constraints met (instruction level; the checker's graded score).
 * ``maj`` — majority vote over ``maj_k`` sampled answers (maj@k; ties broken by the first answer to reach the top
   count) — the paper's maj@32.
+* ``refine`` — the improvement cycle with tool feedback on the held-out set (stages/refine.py): each wrong greedy
+  answer goes back to the model with what the task's checker said (``refine_template``), for ``refine_rounds``
+  rounds, greedy, one thread per prompt; ``accuracy_round_r`` is the share solved by round r (r = 0: accuracy).
 * ``win_rate`` — M(t) against M0 on the same prompts (M0's greedy answers from iteration 0), each pair judged in
   both orders by ``win_rate_judge`` with ``pairwise_template`` (stages/compare.py): wins, ties, losses, position
   bias.
@@ -32,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from stages.generate import Engine, generate
+from stages.refine import DEFAULT_TEMPLATE, check_template
 from stages.thoughts import ThoughtConfig, split_records, wrap
 from stages.verify import CORRECT, UNPARSEABLE, VerifyConfig, _plain, answers_match
 
@@ -49,6 +53,9 @@ class EvalConfig:
     win_rate_judge: str = "initial"  # initial (M0) | current (M(t)) | a path | py:module:function
     pairwise_template: str = ""  # {instruction}, {response_a}, {response_b}; ends in "Winner: A/B/tie"
     pairwise_max_new_tokens: int = 128
+    # measure refine: feedback rounds on the held-out answers
+    refine_rounds: int = 0  # R (0 without the measure)
+    refine_template: str = DEFAULT_TEMPLATE  # the follow-up turn: {feedback}, {prompt} (the refine group's template)
     engine: Engine = field(default_factory=Engine)  # the run's engine (set by the pipeline)
 
     def __post_init__(self) -> None:
@@ -62,6 +69,10 @@ class EvalConfig:
         if ("maj" in self.measures) != (self.maj_k >= 2) or self.maj_k < 0:
             raise ValueError(f"eval.maj_k must be >= 2 with the measure maj and 0 without it, got {self.maj_k} "
                              f"(measures {self.measures})")
+        if ("refine" in self.measures) != (self.refine_rounds >= 1) or self.refine_rounds < 0:
+            raise ValueError(f"eval.refine_rounds must be >= 1 with the measure refine and 0 without it, got "
+                             f"{self.refine_rounds} (measures {self.measures})")
+        check_template(self.refine_template, "eval.refine_template")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.pairwise_max_new_tokens < 1:
             raise ValueError("eval.max_new_tokens, eval.batch_size and eval.pairwise_max_new_tokens must be >= 1")
         if self.maj_temperature <= 0 or not 0 < self.maj_top_p <= 1:
@@ -123,6 +134,7 @@ def evaluate(model_path: str, prompts: list[dict], cfg: EvalConfig, check: Verif
         ev.records.append({"prompt_id": g["prompt_id"], "completion": response, "gold": problem.answer,
                            "extracted": v.extracted, "extractor": v.extractor, "status": v.status,
                            "correct": v.status == CORRECT, "score": v.score, "feedback": v.feedback,
+                           "feedback_shown": v.shown,
                            "num_tokens": g["num_tokens"]})
         if thought_cfg.enabled:  # completion = the response; the whole output and its thought kept beside it
             ev.records[-1].update({"output": g["completion"], "thought": g["thought"], "parsed": g["parsed"]})
@@ -200,6 +212,42 @@ def majority(ev: Evaluation) -> dict:
     return {f"maj@{cfg.maj_k}": sum(r["maj_correct"] for r in ev.records) / max(len(ev.records), 1)}
 
 
+def refine(ev: Evaluation) -> dict:
+    """Accuracy after each feedback round: every wrong greedy answer, its feedback and the model's greedy revision,
+    until it passes or refine_rounds rounds are done. Each record gets the round it was first solved in (-1: never)
+    and its revisions."""
+    from stages.refine import run_rounds
+    from stages.verify import Verdict
+
+    cfg = ev.cfg
+    first = [{"prompt_id": r["prompt_id"], "completion": r["completion"], "num_tokens": r["num_tokens"],
+              "verdict": Verdict(r["status"], r["score"], r["feedback"], model_feedback=r["feedback_shown"])}
+             for r in ev.records]
+    greedy = cfg.engine.sampling(num_samples=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+                                 batch_size=cfg.batch_size, seed=cfg.seed)
+    attempts, stats = run_rounds(ev.model_path, ev.prompts, first, ev.task(), ev.check, greedy, rounds=cfg.refine_rounds,
+                                 keep=1, patience=cfg.refine_rounds, template=cfg.refine_template,
+                                 desc=f"{ev.desc} refine", model=ev.model, tokenizer=ev.tokenizer)
+    revisions: dict[str, list[dict]] = {}
+    for a in attempts:
+        if a["round"]:
+            revisions.setdefault(a["prompt_id"], []).append(
+                {k: a[k] for k in ("round", "completion", "status", "feedback", "feedback_shown", "feedback_kind")})
+    for r in ev.records:
+        revs = revisions.get(r["prompt_id"], [])
+        r["refine_revisions"] = revs
+        r["refine_solved_round"] = 0 if r["correct"] else next((a["round"] for a in revs if a["status"] == CORRECT), -1)
+    n = max(len(ev.records), 1)
+    out = {f"accuracy_round_{k}": sum(0 <= r["refine_solved_round"] <= k for r in ev.records) / n
+           for k in range(cfg.refine_rounds + 1)}
+    for k in range(1, cfg.refine_rounds + 1):
+        out[f"refine_round_{k}_seconds"] = stats.get(f"round_{k}_seconds", 0.0)
+        out[f"refine_round_{k}_prompts"] = stats.get(f"round_{k}_prompts", 0)
+    out["refine_seconds"] = round(sum(out[f"refine_round_{k}_seconds"] for k in range(1, cfg.refine_rounds + 1)), 1)
+    out["refine_tokens"] = sum(stats.get(f"round_{k}_tokens", 0) for k in range(1, cfg.refine_rounds + 1))
+    return out
+
+
 def win_rate(ev: Evaluation) -> dict:
     """M(t) vs M0, both orders (nothing at iteration 0, which has no baseline)."""
     if ev.baseline is None:
@@ -254,5 +302,5 @@ def judge_quality(ev: Evaluation) -> dict:
             "judge_dropped_unparseable": stats["dropped_unparseable"], **score_stats(valid, ev.judge_cfg, prefix="judge_")}
 
 
-MEASURES = {"accuracy": accuracy, "lenient": lenient, "constraints": constraints, "maj": majority,
+MEASURES = {"accuracy": accuracy, "lenient": lenient, "constraints": constraints, "maj": majority, "refine": refine,
             "win_rate": win_rate, "judge_quality": judge_quality}

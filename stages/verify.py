@@ -24,8 +24,10 @@ or from a worker process, never from a thread.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import lru_cache
 
 from stages.tasks import TaskConfig
@@ -63,6 +65,12 @@ class Verdict:
     feedback: str  # a short text a model could act on: expected vs got, which constraint failed
     extracted: str | None = None  # the answer span found (None: nothing found)
     extractor: str | None = None  # which extractor found it
+    model_feedback: str | None = None  # what a model may be shown when `feedback` gives away the gold answer
+
+    @property
+    def shown(self) -> str:
+        """The feedback a model is shown in a refine round (stages/refine.py): never the gold answer."""
+        return self.feedback if self.model_feedback is None else self.model_feedback
 
     @property
     def reward(self) -> float:
@@ -168,17 +176,70 @@ def answers_match(gold: str, pred: str, timeout_s: int = 3) -> bool | None:
 
 
 def check_answer(problem, text: str, cfg: VerifyConfig) -> Verdict:
-    """The final-answer checker: the answer span found by `cfg.extractors`, compared with `problem.answer`."""
+    """The final-answer checker: the answer span found by `cfg.extractors`, compared with `problem.answer`. A
+    wrong or missing answer's feedback also names the first wrong calculation step (`check_steps`)."""
     span, how = extract_answer(text, cfg.extractors)
+    step = check_steps(text)
+    with_step = (lambda msg: f"{msg}; {step}") if step else (lambda msg: msg)
     if span is None:
-        return Verdict(UNPARSEABLE, 0.0, 'no final answer found: end with a line "Answer: <answer>"')
+        return Verdict(UNPARSEABLE, 0.0, with_step('no final answer found: end with a line "Answer: <answer>"'))
     match = answers_match(problem.answer, span, cfg.timeout_s)
     if match is None:
-        return Verdict(UNPARSEABLE, 0.0, f"the final answer {span!r} could not be read as a number or expression",
-                       span, how)
+        return Verdict(UNPARSEABLE, 0.0, with_step(f"the final answer {span!r} could not be read as a number or "
+                                                   "expression"), span, how)
     if match:
         return Verdict(CORRECT, 1.0, f"correct: {span}", span, how)
-    return Verdict(INCORRECT, 0.0, f"wrong final answer: got {span}, expected {problem.answer}", span, how)
+    return Verdict(INCORRECT, 0.0, with_step(f"wrong final answer: got {span}, expected {problem.answer}"), span, how,
+                   model_feedback=with_step(f"the final answer {span} is wrong"))
+
+
+# --------------------------------------------------------------------------- the calculator tool
+
+_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+        ast.Div: lambda a, b: a / b}
+_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
+# "12 + 7 = 19", "3 x 4 x 2 = 24", "(12 - 4) / 2 = 4", "$1,200 - $300 = $900": numbers joined by operators, then "= number"
+_STEP = re.compile(rf"(?<![\w.,])(\(?\s*\$?{_NUM}\s*\)?(?:\s*[-+*/x×÷]\s*\(?\s*\$?{_NUM}\s*\)?)+)\s*=\s*\$?(-?{_NUM})"
+                   rf"(?![\w]|\.\d)")
+
+
+def evaluate_expression(node: ast.AST, decimals: bool = False) -> tuple[Fraction, list[int]]:
+    """(exact value, the integer literals used) of + - * / (and a leading minus) over integer literals (and decimal
+    ones with `decimals`); anything else is ValueError. Nothing is evaluated but these nodes, with exact fractions — the project's own walk rather
+    than eval or sympy, which would run or parse arbitrary model text."""
+    if isinstance(node, ast.Constant) and (type(node.value) is int or decimals and type(node.value) is float):
+        return Fraction(str(node.value)), [node.value] if type(node.value) is int else []
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):  # "-61 + 94 * 4": Countdown's gold writes these
+        value, used = evaluate_expression(node.operand, decimals)
+        return -value, used
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        (a, used_a), (b, used_b) = evaluate_expression(node.left, decimals), evaluate_expression(node.right, decimals)
+        return _OPS[type(node.op)](a, b), used_a + used_b
+    what = type(node.op).__name__ if isinstance(node, (ast.BinOp, ast.UnaryOp)) else type(node).__name__
+    shown = {"UAdd": "a plus sign on a number", "Pow": "**", "FloorDiv": "//", "Mod": "%", "Constant": "a non-integer",
+             "Name": "a name", "Call": "a function call"}.get(what, what)
+    raise ValueError(f"only the given numbers, + - * / and parentheses are allowed, found {shown}")
+
+
+def _number(text: str) -> Fraction:
+    return Fraction(text.replace(",", "").replace("$", ""))
+
+
+def check_steps(text: str) -> str | None:
+    """The calculator tool of the refine cycle: recompute every "a op b = c" step written in `text` (left to right,
+    exactly, operator precedence and parentheses respected) and name the first wrong one, e.g.
+    ``the step "7 + 6 = 12" is wrong: 7 + 6 = 13``; None when every step found is right (or there is none)."""
+    for m in _STEP.finditer(text[:20_000]):
+        expr, claimed = m.group(1).strip(), m.group(2)
+        try:
+            value, _ = evaluate_expression(ast.parse(re.sub(r"[x×]", "*", expr.replace("÷", "/"))
+                                                     .replace(",", "").replace("$", ""), mode="eval").body, decimals=True)
+        except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+            continue
+        if abs(value - _number(claimed)) > Fraction(1, 10**6):
+            right = str(value.numerator) if value.denominator == 1 else f"{float(value):.6g}"
+            return f'the step "{expr} = {claimed}" is wrong: {expr} = {right}'
+    return None
 
 
 def verify(model_path: str | None, prompts: list[dict], candidates: list[dict], cfg: VerifyConfig,
@@ -195,5 +256,6 @@ def verify(model_path: str | None, prompts: list[dict], candidates: list[dict], 
     verdicts = task.check_all([(task.problem(c["prompt_id"]), judged_text(c)) for c in candidates], cfg)
     for c, v in zip(candidates, verdicts):
         records.append({**c, "sample_idx": int(c["sample_idx"]), "extracted": v.extracted, "extractor": v.extractor, "status": v.status,
-                        "reward": v.reward, "score": v.score, "feedback": v.feedback})
+                        "reward": v.reward, "score": v.score, "feedback": v.feedback,
+                        "feedback_shown": v.shown})
     return records, {k: sum(r["status"] == k for r in records) for k in (CORRECT, INCORRECT, UNPARSEABLE)}

@@ -91,3 +91,24 @@ def varied_judge(prompts, cfg):
 def longer_judgment_wins(prompts, cfg):
     """A meta-judge preferring the longer judgment (a position-free, deterministic preference)."""
     return _prefer_longer(prompts, cfg, "Judgment")
+
+
+def reviser(prompts, cfg):
+    """Arithmetic with feedback (tests/test_refine.py), reading "What is A + B? <tag>": `easy` is answered right at
+    once; `fixable` is first answered with a wrong step and fixed only when the follow-up names that step (sample 0;
+    sample 1 copies the failed attempt unchanged); `stubborn` repeats its wrong attempt whatever it is told."""
+    out = []
+    for p in prompts:
+        first = p["messages"][0]["content"]
+        a, b = map(int, re.search(r"What is (\d+) \+ (\d+)", first).groups())
+        tag = first.split("?")[1].split()[0]
+        if len(p["messages"]) == 1:  # a first attempt
+            right = f"Step 1: {a} + {b} = {a + b}\nAnswer: {a + b}"
+            wrong = [f"Step 1: {a} + {b} = {a + b + 1 + k}\nAnswer: {a + b + 1 + k}" for k in range(cfg.num_samples)]
+            out.append([right] * cfg.num_samples if tag == "easy" else wrong)
+            continue
+        parent, told = p["messages"][-2]["content"], p["messages"][-1]["content"]
+        fixed = f"Step 1: {a} + {b} = {a + b}\nAnswer: {a + b}"
+        texts = [fixed if tag == "fixable" and k == 0 and "the step" in told else parent for k in range(cfg.num_samples)]
+        out.append(texts)
+    return out

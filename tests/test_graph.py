@@ -49,7 +49,11 @@ def test_plan_order_follows_the_table_and_the_algorithm():
     assert [n for (t, n) in plan(cfg) if t == 1] == ["prompts", "generations", "judgments", "meta_judgments", "pairs",
                                                      "model", "eval"]
     assert [st.name for st in stages_at(3, configs_at(cfg, 3))][3] == "pairs"  # no meta-judge in iteration 3
-    assert NAMES == ("bootstrap", "model", "prompts", "generations", "judgments", "meta_judgments", "pairs", "eval")
+    assert NAMES == ("bootstrap", "model", "prompts", "generations", "judgments", "meta_judgments", "refinements",
+                     "pairs", "eval")
+    refine = _compose("method=irpo_refine")
+    assert [n for (t, n) in plan(refine) if t == 1] == ["prompts", "generations", "judgments", "refinements", "pairs",
+                                                        "model", "eval"]
 
 
 def test_reading_anything_undeclared_raises():

@@ -27,7 +27,8 @@ from functools import partial
 
 from stages.tasks import LoadedTask, Problem, TaskConfig, TaskInputError
 from stages.tasks.files import gsm8k_answer
-from stages.verify import CORRECT, INCORRECT, UNPARSEABLE, Verdict, _plain, check_answer, extract_answer
+from stages.verify import (CORRECT, INCORRECT, UNPARSEABLE, Verdict, _plain, check_answer, evaluate_expression,
+                            extract_answer)
 
 MAX_EXPR = 200  # characters of an expression the Countdown checker reads
 
@@ -79,7 +80,7 @@ def check_countdown(problem: Problem, text: str, cfg) -> Verdict:
         return Verdict(UNPARSEABLE, 0.0, 'no final answer found: end with a line "Answer: <expression>"')
     expr = span.split("=")[0].strip()[:MAX_EXPR]  # "3 + 4 = 7": the left side
     try:
-        value, used = _evaluate(ast.parse(expr.replace("×", "*").replace("÷", "/"), mode="eval").body)
+        value, used = evaluate_expression(ast.parse(expr.replace("×", "*").replace("÷", "/"), mode="eval").body)
     except ZeroDivisionError:
         return Verdict(INCORRECT, 0.0, f"{expr} divides by zero", span, how)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
@@ -105,29 +106,8 @@ def _show(x: Fraction) -> str:
 def _countdown_spec(problem: Problem) -> tuple[list[int], Fraction]:
     """(numbers, target) of a Countdown problem, from its gold expression (the generator's, which uses every given
     number once; the question's wording varies between the generator's templates)."""
-    value, used = _evaluate(ast.parse(problem.answer, mode="eval").body)
+    value, used = evaluate_expression(ast.parse(problem.answer, mode="eval").body)
     return used, value
-
-
-_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-        ast.Div: lambda a, b: a / b}
-
-
-def _evaluate(node: ast.AST) -> tuple[Fraction, list[int]]:
-    """(exact value, the integer literals used) of + - * / (and a leading minus) over integer literals; anything
-    else is ValueError. Nothing is evaluated but these nodes, with exact fractions."""
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return Fraction(node.value), [node.value]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):  # "-61 + 94 * 4": the generator writes these
-        value, used = _evaluate(node.operand)
-        return -value, used
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        (a, used_a), (b, used_b) = _evaluate(node.left), _evaluate(node.right)
-        return _OPS[type(node.op)](a, b), used_a + used_b
-    what = type(node.op).__name__ if isinstance(node, (ast.BinOp, ast.UnaryOp)) else type(node).__name__
-    shown = {"UAdd": "a plus sign on a number", "Pow": "**", "FloorDiv": "//", "Mod": "%", "Constant": "a non-integer",
-             "Name": "a name", "Call": "a function call"}.get(what, what)
-    raise ValueError(f"only the given numbers, + - * / and parentheses are allowed, found {shown}")
 
 
 def _check_generic(problem: Problem, text: str, cfg, entries: dict) -> Verdict:
@@ -142,7 +122,8 @@ def _check_generic(problem: Problem, text: str, cfg, entries: dict) -> Verdict:
         return Verdict(UNPARSEABLE, 0.0, f"the answer {span!r} could not be scored ({type(e).__name__})", span, how)
     if score >= 1.0:
         return Verdict(CORRECT, 1.0, f"correct: {span}", span, how)
-    return Verdict(INCORRECT, max(0.0, score), f"wrong answer: got {span}, expected {problem.answer}", span, how)
+    return Verdict(INCORRECT, max(0.0, score), f"wrong answer: got {span}, expected {problem.answer}", span, how,
+                   model_feedback=f"the answer {span} is wrong")
 
 
 def load(cfg: TaskConfig) -> LoadedTask:
