@@ -221,8 +221,7 @@ def refine(ev: Evaluation) -> dict:
 
     cfg = ev.cfg
     first = [{"prompt_id": r["prompt_id"], "completion": r["completion"], "num_tokens": r["num_tokens"],
-              "verdict": Verdict(r["status"], r["score"], r["feedback"], model_feedback=r["feedback_shown"])}
-             for r in ev.records]
+              "verdict": Verdict.of(r)} for r in ev.records]
     greedy = cfg.engine.sampling(num_samples=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
                                  batch_size=cfg.batch_size, seed=cfg.seed)
     attempts, stats = run_rounds(ev.model_path, ev.prompts, first, ev.task(), ev.check, greedy, rounds=cfg.refine_rounds,

@@ -193,8 +193,7 @@ def refine(model_path: str, prompts: list[dict], judged: list[dict], cfg: Refine
     from stages.verify import Verdict
 
     task = load_task(check.task)
-    first = [{**j, "verdict": Verdict(j["status"], float(j["score"]), j["feedback"], j.get("extracted"),
-                                      j.get("extractor"), j.get("feedback_shown"))} for j in judged]
+    first = [{**j, "verdict": Verdict.of(j)} for j in judged]
     sampling = replace(generate_cfg, num_samples=cfg.revisions, seed=generate_cfg.seed + 7919,
                        max_new_tokens=cfg.max_new_tokens or generate_cfg.max_new_tokens,
                        batch_size=max(1, generate_cfg.batch_size * generate_cfg.num_samples // cfg.revisions))
@@ -234,7 +233,7 @@ def refine_pairs(prompts: list[dict], judged: list[dict], attempts: list[dict], 
             p.update({"pair_type": "first_attempt", "round": rnd, "feedback_kind": kind})
         stats["refined_winners"] = sum(p["round"] > 0 for p in first)
     else:
-        stats = {"prompts": len(prompts), "prompts_with_pairs": 0}
+        stats = {"prompts": len(prompts)}
     messages = {p["prompt_id"]: p["messages"] for p in prompts}
     retry: list[dict] = []
     skipped = Counter()

@@ -67,6 +67,12 @@ class Verdict:
     extractor: str | None = None  # which extractor found it
     model_feedback: str | None = None  # what a model may be shown when `feedback` gives away the gold answer
 
+    @classmethod
+    def of(cls, record: dict) -> "Verdict":
+        """The verdict stored in a judged or evaluated record (its status, score, feedback... columns)."""
+        return cls(record["status"], float(record["score"]), record["feedback"], record.get("extracted"),
+                   record.get("extractor"), record.get("feedback_shown"))
+
     @property
     def shown(self) -> str:
         """The feedback a model is shown in a refine round (stages/refine.py): never the gold answer."""
