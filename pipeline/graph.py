@@ -402,6 +402,8 @@ def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> No
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     if cfg.on_change not in ("error", "recompute"):
         raise ConfigError(f"on_change must be 'error' or 'recompute', got {cfg.on_change!r}")
+    if cfg.keep_models not in ("latest", "all"):
+        raise ConfigError(f"keep_models must be 'latest' or 'all', got {cfg.keep_models!r}")
     if cfg.logger.kind not in ("wandb", "none"):
         raise ConfigError(f"logger.kind must be 'wandb' or 'none', got {cfg.logger.kind!r}")
     runner_configs(cfg)

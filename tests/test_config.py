@@ -81,6 +81,7 @@ def test_schedule_sets_per_iteration_values():
     ("train.num_train_epochs=0", "train.num_train_epochs must be > 0"),
     ("schedule.train.learning_rate=[2e-5,-1]", "train.learning_rate must be > 0"),
     ("on_change=maybe", "on_change must be"),
+    ("keep_models=none", "keep_models must be"),
     ("+schedule.generate.nope=[1]", "schedule: generate has no field 'nope'"),
     ("+schedule.generate.temperature=[]", "schedule.generate.temperature: give a non-empty list"),
     ("+schedule.nope.x=[1]", "schedule.nope: not a per-iteration stage group"),

@@ -40,11 +40,16 @@ def test_two_iterations_write_every_artifact(reference_run):
         for name in TABLES:
             assert (d / f"{name}.parquet").is_file() and (d / f"{name}.done.json").is_file(), (t, name)
         assert (d / "model" / "config.json").is_file() and (d / "model.done.json").is_file()
-        assert (d / "model" / "tokenizer.json").is_file()
+        assert (d / "model" / "tokenizer.json").is_file() and (d / "model" / "trainer_log.json").is_file()
         metrics = json.loads((d / "metrics.json").read_text())
         assert metrics["iteration"] == t and 0.0 <= metrics["eval/accuracy"] <= 1.0
         assert metrics["pairs/count"] > 0 and metrics["generate/count"] == 8  # smoke: 4 prompts x 2 samples
     assert not list(run.glob("iter_*/*.tmp")) and not list(run.glob("iter_*/model.tmp"))
+    # keep_models=latest: M1's weights went once iteration 2 had trained from it; M2's stay
+    assert not list((run / "iter_01" / "model").glob("*.safetensors"))
+    assert json.loads((run / "iter_01" / "model" / "PRUNED.json").read_text())["bytes"] > 0
+    assert (run / "iter_02" / "model" / "model.safetensors").is_file()
+    assert not (run / "iter_02" / "model" / "PRUNED.json").exists()
 
 
 def test_datasets_open_with_pandas_and_datasets_with_provenance(reference_run):
@@ -69,10 +74,13 @@ def test_iteration_t_generates_from_model_t_minus_1(reference_run, tiny_model):
     from stages.modeling import fingerprint, load_model
 
     run = reference_run
-    g1 = json.loads((run / "iter_01" / "generations.done.json").read_text())["stats"]["model_fingerprint"]
-    g2 = json.loads((run / "iter_02" / "generations.done.json").read_text())["stats"]["model_fingerprint"]
-    assert g1 == fingerprint(load_model(tiny_model))
-    assert g2 == fingerprint(load_model(str(run / "iter_01" / "model")))
+    def stats(t, name):
+        return json.loads((run / f"iter_{t:02d}" / f"{name}.done.json").read_text())["stats"]
+
+    g1, g2 = stats(1, "generations")["model_fingerprint"], stats(2, "generations")["model_fingerprint"]
+    assert g1 == fingerprint(load_model(tiny_model)) == stats(0, "eval")["model_fingerprint"]
+    assert g2 == stats(1, "eval")["model_fingerprint"]  # M1 (its weights are pruned by now: keep_models=latest)
+    assert stats(2, "eval")["model_fingerprint"] == fingerprint(load_model(str(run / "iter_02" / "model")))
     assert g1 != g2  # training changed the weights, and iteration 2 sampled from the trained model
 
 
@@ -131,17 +139,19 @@ def test_resume_after_kill_between_stages_matches_uninterrupted(tmp_path, env, r
 def test_resume_after_kill_inside_training(tmp_path, env, reference_run):
     run = tmp_path / "run"
     def training_for_a_while():
-        if (run / "iter_01" / "model.tmp").exists():
+        if (run / "iter_02" / "model.tmp").exists():
             time.sleep(1.5)  # well into the DPO steps (the smoke run trains for several seconds)
             return True
         return False
 
     _kill_when(pipeline_cmd(run, *TINY, "logger=none"), env, training_for_a_while)
-    assert not (run / "iter_01" / "model").exists() and not (run / "iter_01" / "model.done.json").exists()
-    assert (run / "iter_01" / "pairs.done.json").exists()
+    assert not (run / "iter_02" / "model").exists() and not (run / "iter_02" / "model.done.json").exists()
+    assert (run / "iter_02" / "pairs.done.json").exists()
+    assert (run / "iter_01" / "model" / "model.safetensors").exists()  # M1 is still read: not pruned
     run_pipeline(run, *TINY, "logger=none", env=env)
     assert _counts(run) == _counts(reference_run)
-    assert not list(run.glob("iter_01/model.tmp*"))
+    assert not list(run.glob("iter_0*/model.tmp*"))
+    assert (run / "iter_01" / "model" / "PRUNED.json").exists() and (run / "iter_02" / "model.done.json").exists()
 
 
 def test_rerun_of_finished_run_recomputes_nothing(tmp_path, env):
@@ -155,6 +165,12 @@ def test_rerun_of_finished_run_recomputes_nothing(tmp_path, env):
     run_pipeline(run, *TINY, "logger=none", "iterations=2", env=env)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert (run / "iter_02" / "eval.done.json").exists()
+    assert (run / "iter_01" / "model" / "PRUNED.json").exists()  # M1 was the latest, read by iteration 2; now not
+    # a config change that needs M1 again is refused before anything runs, with the ways out
+    p = run_pipeline(run, *TINY, "logger=none", "iterations=2", "eval.max_new_tokens=16", "on_change=recompute",
+                     env=env, check=False)
+    assert p.returncode != 0 and "iter_01/model: needed again" in p.stderr and "keep_models=all" in p.stderr
+    assert not (run / "iter_00" / "eval.done.json").exists()  # forgotten by on_change=recompute, not recomputed
 
 
 def test_changed_stage_config_is_refused_then_recomputed_on_request(tmp_path, env):

