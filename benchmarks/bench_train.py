@@ -11,7 +11,8 @@ forward on the fly). Both sides are timed over building the DPOTrainer (tokenizi
 log-probs are computed there) plus ``Trainer.train()``; model loading and saving are not timed. Each configuration runs in its own process, so its
 peak resident memory is its own.
 The compute bound counts 6 x parameters FLOPs per trained token (forward + backward) plus 2 x parameters
-per reference token, against the measured bf16 matmul FLOP/s.
+per reference token, against the measured matmul FLOP/s of the machine's fast dtype (bf16 where the CPU has it
+natively, else fp32: emulated bf16 matmuls run at a few GFLOP/s and would make every figure look large).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from pathlib import Path
 import common  # noqa: F401
 from common import arithmetic_prompts, header, matmul_flops, model_path, table, time_dpo
 
-CONFIGS = {  # "stage" plus any of +precompute, +batchN (N pairs per micro-batch, 8 per step): variants to compare
+CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkpointing on / off), +batchN (N pairs
+    # per micro-batch, 8 per step): variants to compare
     # (padding_free is accepted but a no-op in TRL 1.16: "temporarily unavailable", it falls back to padding)
     "trl-defaults": "TRL DPOTrainer, DPOConfig defaults + use_cpu=True",
+    "trl-fp32": "TRL DPOTrainer, DPOConfig defaults + use_cpu=True, bf16=False (for CPUs without native bf16)",
     "stage": "train stage as shipped (conf/train/dpo.yaml)",
 }
 
@@ -66,13 +69,14 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
     time_dpo(timed, "train")  # both sides timed the same way; model loading and saving are not timed
     records = pairs(n)
     path = model_path(model)
-    if config == "trl-defaults":
+    if config.startswith("trl-"):
         from datasets import Dataset
         from transformers import AutoModelForCausalLM
         from trl import DPOConfig, DPOTrainer
 
         args = DPOConfig(output_dir=out_dir, use_cpu=True, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0],
-                         num_train_epochs=1, report_to="none", save_strategy="no", disable_tqdm=True)
+                         num_train_epochs=1, report_to="none", save_strategy="no", disable_tqdm=True,
+                         **({"bf16": False} if config == "trl-fp32" else {}))
         tok = load_tokenizer(path, padding_side="right")
         trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), args=args,
                              processing_class=tok, train_dataset=Dataset.from_list(
@@ -87,10 +91,15 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
         parts = config.split("+")[1:]
         if "precompute" in parts:
             args["precompute_ref_log_probs"] = True
+        if "ckpt" in parts or "nockpt" in parts:
+            args["gradient_checkpointing"] = "ckpt" in parts
         for b in (int(x[5:]) for x in parts if x.startswith("batch")):
             args.update(per_device_train_batch_size=b, gradient_accumulation_steps=8 // b)
         train(path, records, Path(out_dir) / "model", TrainConfig(args=args))
-        settings = {"bf16": "auto (native bf16 CPU)", "gradient_checkpointing": args["gradient_checkpointing"],
+        from stages.modeling import cpu_has_bf16
+
+        settings = {"bf16": f"auto ({cpu_has_bf16()} on this CPU)",
+                    "gradient_checkpointing": args["gradient_checkpointing"],
                     "precompute_ref": args.get("precompute_ref_log_probs", False),
                     "batch": f"{args['per_device_train_batch_size']} x {args['gradient_accumulation_steps']}"}
     secs = timed["train"]
@@ -124,10 +133,13 @@ def main() -> None:
            f"python benchmarks/bench_train.py --model {a.model} --pairs {a.pairs} --configs {a.configs}",
            f"{a.pairs} arithmetic pairs (gold solution vs the same with wrong numbers), DPO + NLL, 1 epoch, "
            "8 pairs per step, full fine-tuning")
-    bf16_peak = matmul_flops(torch.bfloat16)
+    from stages.modeling import cpu_has_bf16
+
+    bound = torch.bfloat16 if cpu_has_bf16() else torch.float32
+    peak = matmul_flops(bound)
     path = model_path(a.model)
     params = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path)).parameters())
-    print(f"model {a.model} ({params / 1e6:.1f}M parameters); measured bf16 matmul {bf16_peak / 1e9:.0f} GFLOP/s\n",
+    print(f"model {a.model} ({params / 1e6:.1f}M parameters); measured {bound} matmul {peak / 1e9:.0f} GFLOP/s\n",
           flush=True)
     rows, base = [], None
     for config in a.configs.split(","):
@@ -144,7 +156,7 @@ def main() -> None:
         flops = (6 + 2) * params * r["tokens"] / r["seconds"]
         rows.append({"run": CONFIGS.get(config, config), "seconds": f"{r['seconds']:.1f}", "pairs/s": f"{pps:.3f}",
                      "x TRL defaults": f"{pps / base:.2f}", "peak RSS MB": f"{r['peak_rss_mb']:.0f}",
-                     "% of bf16 bound": f"{100 * flops / bf16_peak:.1f}",
+                     f"% of {str(bound)[6:]} bound": f"{100 * flops / peak:.1f}",
                      "settings": " ".join(f"{k}={v}" for k, v in r["settings"].items())})
         print(f"{config}: {pps:.3f} pairs/s ({r['tokens']} tokens)", flush=True)
     print()

@@ -57,6 +57,8 @@ def test_default_is_irpo_on_the_embedded_model():
     assert cfg.method_name == "irpo" and cfg.model.name_or_path.startswith("embedded:")
     assert cfg.run_name == "irpo-smollm2-135m-instruct-arithmetic"
     assert cfg.task.source == "arithmetic" and cfg.logger.kind == "wandb" and cfg.logger.mode == "offline"
+    # memory: activations recomputed in DPO's backward; disk: the newest model's weights only
+    assert cfg.train.gradient_checkpointing is True and cfg.keep_models == "latest"
 
 
 def test_file_task_and_user_model_names():

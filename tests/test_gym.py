@@ -91,3 +91,12 @@ def test_countdown_tolerance_and_no_answer():
     assert check_countdown(frac, "Answer: (1 + 7) / 3", VerifyConfig()).status == "correct"
     assert check_countdown(frac, "Answer: 7 + 1 - 3", VerifyConfig()).status == "incorrect"
     assert check_countdown(COUNTDOWN, "I give up.", VerifyConfig()).status == "unparseable"
+
+
+def test_without_the_gym_extra_task_gym_says_how_to_install_it(monkeypatch):
+    from stages.tasks import _load
+
+    _load.cache_clear()  # an earlier test may have loaded the same task
+    monkeypatch.setitem(__import__("sys").modules, "reasoning_gym.factory", None)  # as if not installed
+    with pytest.raises(TaskInputError, match=r"task=gym needs reasoning-gym .*pip install -e '\.\[gym\]'"):
+        _gym("countdown", options=SMALL)

@@ -34,7 +34,12 @@ MAX_EXPR = 200  # characters of an expression the Countdown checker reads
 
 
 def _dataset(cfg: TaskConfig, size: int, seed: int):
-    from reasoning_gym.factory import DATASETS, create_curriculum, has_curriculum
+    try:
+        from reasoning_gym.factory import DATASETS, create_curriculum, has_curriculum
+    except ImportError as e:  # an optional extra: its dependency pycosat has no wheel and is compiled on install
+        raise TaskInputError(f"task=gym needs reasoning-gym ({e}): pip install -e '.[gym]' (or pip install "
+                             "'reasoning-gym>=0.1.25,<0.2'); it builds pycosat, a small C extension, so it needs a "
+                             "C compiler") from None
 
     name = cfg.dataset
     if name not in DATASETS:

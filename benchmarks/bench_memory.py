@@ -1,0 +1,139 @@
+"""Peak memory, disk and wall time of `python -m pipeline`, each variant in its own run side by side.
+
+    python benchmarks/bench_memory.py                     # the default job, 1 iteration: baseline vs shipped
+    python benchmarks/bench_memory.py --iterations 4      # the whole default job
+    python benchmarks/bench_memory.py --variants shipped -- model=tiny experiment=smoke   # any overrides
+
+Each variant is `python -m pipeline` in a subprocess on a fresh run folder (W&B offline). A sampler reads the
+resident set size of the whole process tree (the pipeline and every worker it starts) from /proc every 0.1 s;
+`/usr/bin/time -v` would report only the largest single process. Also printed: the largest single process
+(getrusage of the children), the run folder's size on disk at the end, the stage running at the peak (from the
+completion markers' times), and the held-out accuracy per iteration, to show the levers leave results alone.
+
+Variants: ``baseline`` = the settings before the memory work (DPO keeps every activation for the backward pass,
+every model kept: ``train.gradient_checkpointing=false keep_models=all``); ``shipped`` = the defaults. (Memory
+is also given back to the system after every model stage now, in both.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import common  # noqa: F401
+from common import header, table
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "baseline": ["train.gradient_checkpointing=false", "keep_models=all"],
+    "shipped": [],
+}
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants (summed; shared pages count once per process)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            children.setdefault(int(fields[1]), []).append(int(d))
+            rss[int(d)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def stage_at(run: Path, when: float) -> str:
+    """The stage whose [start, finish] interval holds `when` (from the markers), or 'between stages'."""
+    for mk in run.glob("iter_*/*.done.json"):
+        m = json.loads(mk.read_text())
+        end = datetime.strptime(m["finished_at"], "%Y-%m-%dT%H:%M:%S").timestamp() + 1
+        if end - m["seconds"] - 1 <= when <= end:
+            return f"iter_{m['iteration']:02d}/{m['stage']}"
+    return "between stages"
+
+
+def run_variant(name: str, overrides: list[str], iterations: int, workdir: Path) -> dict:
+    run = workdir / name
+    cmd = [sys.executable, "-m", "pipeline", f"hydra.run.dir={run}", f"iterations={iterations}", "logger.mode=offline",
+           *VARIANTS[name], *overrides]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples: list[tuple[float, int]] = []
+
+    def sample():
+        while proc.poll() is None:
+            samples.append((time.time(), tree_rss(proc.pid)))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = proc.stdout.read()
+    proc.wait()
+    sampler.join()
+    wall = time.time() - t0
+    if proc.returncode:
+        raise SystemExit(f"variant {name} failed ({proc.returncode}):\n{out[-3000:]}")
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    when, peak = max(samples, key=lambda s: s[1])
+    acc = [json.loads((run / f"iter_{t:02d}" / "metrics.json").read_text())["eval/accuracy"]
+           for t in range(iterations + 1)]
+    return {"variant": name, "wall s": f"{wall:.0f}", "peak tree RSS GB": f"{peak / 2**30:.2f}",
+            "largest process GB": f"{largest / 2**20:.2f}" if largest > before else "(= earlier)",
+            "peak during": stage_at(run, when), "disk GB": f"{du(run) / 2**30:.2f}",
+            "held-out accuracy": " -> ".join(f"{100 * a:.1f}" for a in acc)}
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iterations", type=int, default=1)
+    ap.add_argument("--variants", default="baseline,shipped")
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    names = args.variants.split(",")
+    header("peak memory, disk and wall time of python -m pipeline",
+           f"python benchmarks/bench_memory.py --iterations {args.iterations} --variants {args.variants}"
+           + (" -- " + " ".join(overrides) if overrides else ""),
+           f"iterations={args.iterations} {' '.join(overrides)}; variants: "
+           + "; ".join(f"{n}: {' '.join(VARIANTS[n]) or 'defaults'}" for n in names))
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for name in names:
+            rows.append(run_variant(name, overrides, args.iterations, Path(d)))
+            print(table(rows[-1:], list(rows[-1])), flush=True)
+    base = next((r for r in rows if r["variant"] == "baseline"), None)
+    for r in rows:
+        if base is not None:
+            r["x baseline memory"] = f"{float(r['peak tree RSS GB']) / float(base['peak tree RSS GB']):.2f}"
+            r["x baseline disk"] = f"{float(r['disk GB']) / max(float(base['disk GB']), 1e-9):.2f}"
+    print("\n" + table(rows, list(rows[-1])))
+
+
+if __name__ == "__main__":
+    main()
