@@ -187,8 +187,8 @@ class Store:
     def check_pruned(self) -> None:
         """Before any work: an unfinished stage that reads a model whose weights were pruned (a config change made
         it stale) cannot run; say so, with the ways out."""
-        lost = sorted({r[0] for (t, name), planned in self.plan.items() if not self.is_done(t, name)
-                       for r in planned.reads if r[1] == "model" and self.is_done(*r) and self.pruned(r[0])})
+        lost = sorted({t for (t, name) in self._pending_reads() if name == "model" and self.is_done(t, name)
+                       and self.pruned(t)})
         if lost:
             names = ", ".join(f"iter_{t:02d}/model" for t in lost)
             raise StaleStageError(
@@ -196,19 +196,25 @@ class Store:
                 f"stage read them any more (keep_models=latest). Choose a new folder (run_name=...) with "
                 f"keep_models=all, or delete {self.marker_path(lost[0], 'model')} to retrain from there")
 
+    def _pending_reads(self) -> set[tuple[int, str]]:
+        """Every artifact an unfinished stage of the plan reads."""
+        return {r for (t, name), planned in self.plan.items() if not self.is_done(t, name) for r in planned.reads}
+
     def prune_models(self) -> list[int]:
         """Remove the weights of every finished model that no unfinished stage of the plan reads, except the
         latest one (the run's result, and what a longer rerun starts from) and iteration 0's (a bootstrapped M0:
         a later `reference: initial` or judge may read it). The folder keeps its config, tokenizer, trainer log
         and a note saying why; its marker stays, so a rerun does not retrain it. Returns the iterations pruned."""
         done = sorted(t for (t, name) in self.plan if name == "model" and self.is_done(t, name))
-        needed = {r for (t, name), planned in self.plan.items() if not self.is_done(t, name) for r in planned.reads}
+        needed = self._pending_reads()
         out = []
         for t in done[:-1]:
             folder = self.path(t, "model")
-            if t == 0 or (t, "model") in needed or not folder.is_dir() or self.pruned(t):
+            if t == 0 or (t, "model") in needed or not folder.is_dir():
                 continue
             weights = [p for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES) or p.name == "adapter"]
+            if not weights:  # pruned already (a kill between the note and the deletion leaves weights: go on)
+                continue
             freed = sum(f.stat().st_size for w in weights for f in ([w] if w.is_file() else w.rglob("*")))
             _atomic_write_text(folder / PRUNED, json.dumps({
                 "pruned_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "bytes": freed,

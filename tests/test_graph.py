@@ -104,3 +104,23 @@ def test_a_run_folder_of_the_earlier_layout_is_refused_with_the_reason(tmp_path)
     with pytest.raises(StaleStageError, match=r"earlier version of the pipeline \(artifact layout 1"):
         store.check("error")
     assert store.check("recompute") and not (old / "generations.done.json").exists()  # forgotten, then recomputed
+
+
+def test_pruning_removes_weights_no_pending_stage_reads_and_finishes_after_a_kill(tmp_path):
+    """keep_models=latest: M1's weights go once every stage reading M1 is done (M2, the newest, stays); a kill
+    between the note and the deletion (note written, weights still there) is finished by the next prune."""
+    from pipeline.store import PRUNED, Store
+
+    store = Store(tmp_path / "run", plan(compose_config("iterations=3")))
+    for (t, name) in store.plan:
+        if t <= 2:
+            if name == "model":
+                store.model(t, lambda d: (d / "model.safetensors").write_bytes(b"w" * 100) and {})
+            else:
+                store.dir(t).mkdir(parents=True, exist_ok=True)
+                store._finish(t, name, 0, 0.0, {})
+    weights = lambda t: store.path(t, "model") / "model.safetensors"  # noqa: E731
+    assert store.prune_models() == [1] and not weights(1).exists() and weights(2).exists()
+    assert store.pruned(1)["bytes"] == 100 and store.prune_models() == []
+    weights(1).write_bytes(b"w" * 100)  # as if killed after the note was written, before the weights were deleted
+    assert (store.path(1, "model") / PRUNED).exists() and store.prune_models() == [1] and not weights(1).exists()
