@@ -18,9 +18,12 @@ def setup_process() -> None:
 
 def quiet_libraries() -> None:
     """Keep the console to the pipeline's own progress bars and summaries: no per-file loading bars."""
+    import logging
+
     import datasets
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # Hydra logs INFO; matplotlib's font-cache notice

@@ -7,6 +7,7 @@ it is already finished, else computed and written (pipeline/store.py), so rerunn
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 from pipeline.config import ConfigError
 from pipeline.graph import Run, configs_at, plan, runner_configs, stages_at, validate
 from pipeline.models import resolve_model
-from pipeline.report import iteration_metrics, print_summary_line, print_table
+from pipeline.report import iteration_metrics, print_summary_line, print_table, record_versions, write_report
 from pipeline.runner import Runner
 from pipeline.store import Store
 from pipeline.tracking import make_tracker
@@ -35,6 +36,7 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     for notice in task.notices + no_gold_notice(task, first.pairs):
         print(notice, flush=True)
     m0 = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)
+    record_versions(run_dir)                        # which libraries made these numbers
     tracker = make_tracker(cfg, run_dir, job_name)
     run = Run(cfg, store, Runner(runner_configs(cfg), run_dir), m0, tracker)  # stages here or in own processes
     history: list[dict] = []
@@ -51,6 +53,10 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
                 tracker.log_pairs(t, store.read(t, "pairs"))
             print_summary_line(history[-1])
         print_table(history, run_dir)
+        try:                                        # figures of a finished run; everything is computed already
+            print(f"Report: {write_report([run_dir], run_dir / 'report')[0]}", flush=True)
+        except Exception as e:  # noqa: BLE001  (a plotting failure must not fail the run)
+            print(f"report not written: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     finally:
         tracker.finish()
     return history

@@ -10,6 +10,8 @@ are the keys of metrics.json and of the W&B charts.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.graph import TABLE
@@ -167,3 +169,372 @@ def print_table(history: list[dict], run_dir: Path) -> None:
     print(format_table(history))
     print(f"\nRun artifacts: {Path(run_dir).resolve()}")
     print(f"Inspect: python -m pipeline.inspect {run_dir}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The report: `python -m pipeline.report RUN [RUN ...]` — figures and tables over finished runs, as one HTML file.
+
+# keys of the config that do not change what a run measures: runs that differ only in these are repeats of one
+# setting (seeds), averaged with a 95% interval across them
+NOT_A_SETTING = ("seed", "run_name", "paths", "logger", "on_change", "keep_models", "runner")
+
+# (file, title, panels: (metric, panel title, percent?)); a panel without data is left out, a figure without panels too
+LINE_FIGURES = [
+    ("heldout", "Held-out evaluation", [
+        ("eval/accuracy", "accuracy (strict)", True), ("eval/accuracy_lenient", "accuracy (lenient)", True),
+        ("eval/instruction_accuracy", "constraints met", True), ("eval/vs_m0_win_rate", "win rate vs M0", True),
+        ("eval/judge_agreement", "judge agreement with gold", False)]),
+    ("samples", "Training samples", [
+        ("judge/accuracy", "sample accuracy (checker)", True), ("judge/score_mean", "mean judge score", False),
+        ("pairs/count", "preference pairs", False)]),
+    ("training", "DPO, per iteration (mean over steps)", [
+        ("train/loss_mean", "loss", False), ("train/rewards/margins_mean", "reward margin", False),
+        ("train/logps/chosen_mean", "chosen log-probability", False)]),
+    ("lengths", "Response length", [
+        ("generate/mean_tokens", "samples (tokens)", False), ("eval/mean_tokens", "held-out answers (tokens)", False),
+        ("generate/thought_chars", "thoughts (chars)", False)]),
+]
+# per-problem columns of eval.parquet behind a held-out rate, for a bootstrap interval over problems (a single run)
+PER_PROBLEM = {"eval/accuracy": "correct", "eval/accuracy_lenient": "correct_lenient"}
+
+
+class ReportError(ValueError):
+    pass
+
+
+@dataclass
+class RunData:
+    path: Path
+    config: dict
+    overrides: list[str]
+    history: list[dict]
+    versions: dict
+
+
+@dataclass
+class Group:
+    """Runs of one setting (they differ only in NOT_A_SETTING keys, e.g. the seed)."""
+
+    label: str
+    runs: list[RunData]
+
+
+def record_versions(run_dir: Path) -> None:
+    """Append the versions of the libraries that shape the numbers to <run>/versions.json when they changed since the
+    run's last start (a resumed run may mix versions: the report says so)."""
+    import datetime
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    entry = {"python": platform.python_version(), "machine": platform.machine(),
+             **{p: v(p) for p in ("selfimprove", "torch", "transformers", "trl", "peft", "accelerate", "datasets",
+                                  "math-verify", "vllm")}}
+    path = Path(run_dir) / "versions.json"
+    log = json.loads(path.read_text()) if path.exists() else []
+    if not log or {k: x for k, x in log[-1].items() if k != "started"} != entry:
+        log.append({"started": datetime.datetime.now().isoformat(timespec="seconds"), **entry})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(log, indent=1) + "\n")
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run folders (holding iter_00/metrics.json) given directly or found under a folder (a sweep)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise ReportError(f"{p}: {'not a folder (give run or sweep folders)' if p.exists() else 'no such folder'}")
+        found = [p] if (p / "iter_00" / "metrics.json").exists() else \
+            sorted(m.parent.parent for m in p.rglob("iter_00/metrics.json"))
+        if not found:
+            raise ReportError(f"{p}: no finished iteration (iter_00/metrics.json) in it or under it")
+        out += [f for f in found if f not in out]
+    return out
+
+
+def load_run(path: Path) -> RunData:
+    from omegaconf import OmegaConf
+
+    cfg = path / ".hydra" / "config.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(cfg)) if cfg.exists() else {}
+    ov = path / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in OmegaConf.load(ov)] if ov.exists() else []
+    history = []
+    for t in range(10_000):
+        m = path / f"iter_{t:02d}" / "metrics.json"
+        if not m.exists():
+            break
+        history.append(json.loads(m.read_text()))
+    vpath = path / "versions.json"
+    versions = json.loads(vpath.read_text())[-1] if vpath.exists() else {}
+    return RunData(path, config, overrides, history, versions)
+
+
+def _setting_overrides(run: RunData) -> list[str]:
+    return [o for o in run.overrides if o.split("=")[0].lstrip("+~").split(".")[0].split("/")[0] not in NOT_A_SETTING
+            and not o.startswith("hydra")]
+
+
+def group_runs(runs: list[RunData]) -> list[Group]:
+    """Runs whose configs agree apart from NOT_A_SETTING form a group; its label is what sets it apart."""
+    by_key: dict[str, list[RunData]] = {}
+    for r in runs:
+        key = json.dumps({k: v for k, v in r.config.items() if k not in NOT_A_SETTING}, sort_keys=True, default=str)
+        by_key.setdefault(key, []).append(r)
+    groups = list(by_key.values())
+    sets = [set(_setting_overrides(g[0])) for g in groups]
+    common = set.intersection(*sets) if sets else set()
+    methods = [str(g[0].config.get("method_name", "")) for g in groups]
+    labels = []
+    for g, method in zip(groups, methods):
+        differs = [o for o in _setting_overrides(g[0]) if o not in common and not o.startswith("method=")]
+        labels.append(" ".join(([method] if len(set(methods)) > 1 or not differs else []) + differs)
+                      or g[0].path.name)
+    if len(set(labels)) < len(labels):  # settings the overrides do not tell apart: name them by folder
+        labels = [f"{lab} ({g[0].path.name})" for lab, g in zip(labels, groups)]
+    return [Group(lab, g) for lab, g in zip(labels, groups)]
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval across repeats (seeds)."""
+    import numpy as np
+
+    a = np.asarray(values, dtype=float)
+    mean = float(a.mean())
+    if len(a) < 2:
+        return mean, mean, mean
+    from scipy.special import stdtrit  # the t quantile (scipy.stats takes seconds to import)
+
+    half = float(stdtrit(len(a) - 1, 0.975) * a.std(ddof=1) / np.sqrt(len(a)))
+    return mean, mean - half, mean + half
+
+
+def bootstrap_interval(outcomes: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of a rate over held-out problems (resampling problems)."""
+    import numpy as np
+
+    a = np.asarray(outcomes, dtype=float)
+    if not len(a):
+        return float("nan"), float("nan")
+    means = np.random.default_rng(seed).choice(a, size=(n_boot, len(a))).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def series(group: Group, key: str):
+    """The group's figure for `key` per iteration: mean across its runs with a t interval (2+ runs), or one run's
+    value with a bootstrap interval over held-out problems (rates with per-problem outcomes); None: no data."""
+    import pandas as pd
+
+    from pipeline.figures import Series
+
+    xs, ys, los, his, n_max = [], [], [], [], 0
+    for t in range(max(len(r.history) for r in group.runs)):
+        vals = [r.history[t][key] for r in group.runs if t < len(r.history)
+                and isinstance(r.history[t].get(key), (int, float)) and not isinstance(r.history[t][key], bool)]
+        if not vals:
+            continue
+        mean, lo, hi = t_interval(vals)
+        if len(vals) == 1 and key in PER_PROBLEM:
+            run = next(r for r in group.runs if t < len(r.history) and key in r.history[t])
+            ev = run.path / f"iter_{t:02d}" / "eval.parquet"
+            col = PER_PROBLEM[key]
+            if ev.exists():
+                d = pd.read_parquet(ev, columns=None)
+                if col in d and abs(d[col].mean() - mean) < 1e-9:
+                    lo, hi = bootstrap_interval(d[col].astype(float).tolist())
+        xs.append(t), ys.append(mean), los.append(lo), his.append(hi)
+        n_max = max(n_max, len(vals))
+    if not xs:
+        return None
+    banded = n_max > 1 or any(lo != hi for lo, hi in zip(los, his))  # seeds: an interval even when they agree
+    return Series(group.label, xs, ys, los if banded else None, his if banded else None), n_max
+
+
+def _cell(s, t: int, percent: bool, n: int) -> str:
+    if s is None or t not in s.x:
+        return "-"
+    i, k = s.x.index(t), 100 if percent else 1
+    y = f"{k * s.y[i]:.1f}"
+    if s.lo is None:
+        return y
+    if n > 1:
+        return f"{y} ± {k * (s.hi[i] - s.y[i]):.1f}"
+    return f"{y} [{k * s.lo[i]:.1f}, {k * s.hi[i]:.1f}]"
+
+
+def summary_table(groups: list[Group], key: str = "eval/accuracy", percent: bool = True) -> str:
+    """Per iteration and group: mean ± 95% t half-width over seeds, or one run's value [95% bootstrap interval]."""
+    cols = [(g, *(series(g, key) or (None, 0))) for g in groups]
+    iters = sorted({t for _, s, _ in cols if s for t in s.x})
+    head = ["iter"] + [f"{g.label} (n={len(g.runs)})" for g in groups]
+    rows = [[str(t)] + [_cell(s, t, percent, n) for _, s, n in cols] for t in iters]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def headline(groups: list[Group]) -> str:
+    """The held-out rate every run has: accuracy, else pass@1, else the win rate against M0."""
+    for key in ("eval/accuracy", "eval/pass@1", "eval/vs_m0_win_rate"):
+        if all(any(key in m for r in g.runs for m in r.history) for g in groups):
+            return key
+    return "eval/accuracy"
+
+
+def _figures(groups: list[Group], out: Path) -> list[tuple[Path, str]]:
+    import pandas as pd
+
+    from pipeline import figures
+
+    made = []
+    for name, title, panels in LINE_FIGURES:
+        drawn = []
+        for key, ptitle, percent in panels:
+            ss = [s for s in (series(g, key) for g in groups) if s]
+            if ss:
+                drawn.append((ptitle, [s for s, _ in ss], percent))
+        if drawn:
+            made.append((figures.lines(out / f"{name}.png", title, drawn), title))
+    rounds = max(refine_rounds(m) for g in groups for r in g.runs for m in r.history)
+    if rounds:
+        drawn = [(f"after {k} feedback round{'s' * (k != 1)}" if k else "first answer",
+                  [s for s, _ in filter(None, (series(g, f"eval/accuracy_round_{k}") for g in groups))], True)
+                 for k in range(rounds + 1)]
+        made.append((figures.lines(out / "refine.png", "Held-out accuracy by feedback round", drawn),
+                     "Held-out accuracy by feedback round"))
+    skips = []
+    for g in groups:
+        reasons = sorted({k for r in g.runs for m in r.history for k in m if k.startswith("pairs/skipped_")})
+        s_any = [series(g, k) for k in reasons]
+        x = sorted({t for s in s_any if s for t in s[0].x})
+        if x:
+            parts = {k[len("pairs/skipped_"):].replace("_", " "): [s[0].y[s[0].x.index(t)] if s and t in s[0].x else 0.0
+                     for t in x] for k, s in zip(reasons, s_any)}
+            skips.append((g.label, x, parts))
+    if skips:
+        title = "Prompts without a pair, by reason (mean over runs)"
+        made.append((figures.stacked_bars(out / "skipped.png", title, skips, "prompts"), title))
+    hists = []
+    for g in groups:
+        if not any("judge/score_mean" in m for r in g.runs for m in r.history):
+            continue
+        by_iter: dict[int, list[float]] = {}
+        for r in g.runs:
+            for t in range(1, len(r.history)):
+                f = r.path / f"iter_{t:02d}" / "judgments.parquet"
+                if f.exists():
+                    d = pd.read_parquet(f, columns=None)
+                    if "judgment_scores" in d:  # the LLM judge: every parsed judgment's score (None: dropped)
+                        by_iter.setdefault(t, []).extend(
+                            float(v) for vs in d["judgment_scores"] for v in vs if v is not None and v == v)
+        if by_iter:
+            hists.append((g.label, by_iter))
+    if hists:
+        title = "Judge scores of the training samples"
+        made.append((figures.histograms(out / "judge_scores.png", title, hists, "score"), title))
+    return made
+
+
+def write_report(paths: list[str | Path], out: Path) -> tuple[Path, str]:
+    """report.html (self-contained: the figures inlined) and the figures as PNG files in `out`; returns the HTML's
+    path and the summary table (held-out rate per iteration and setting) as text."""
+    import base64
+    import html
+
+    runs = [load_run(p) for p in find_runs(paths)]
+    groups = group_runs(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    key = headline(groups)
+    table = summary_table(groups, key)
+    made = _figures(groups, out)
+    versions = [(g.label, r) for g in groups for r in g.runs]
+    vkeys = [k for k in ("torch", "transformers", "trl", "datasets", "selfimprove", "python") if
+             any(r.versions.get(k) for _, r in versions)]
+    mixed = [g.label for g in groups if len({json.dumps({k: r.versions.get(k) for k in vkeys}) for r in g.runs}) > 1]
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(lab)}</td><td>{esc(str(r.path))}</td><td>{esc(str(r.config.get('seed', '-')))}</td>"
+        f"<td>{len(r.history) - 1}</td>" + "".join(f"<td>{esc(str(r.versions.get(k) or '-'))}</td>" for k in vkeys)
+        + "</tr>" for lab, r in versions)
+    imgs = "".join(
+        f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" alt="{esc(t)}">'
+        f"<figcaption>{esc(t)} ({p.name})</figcaption></figure>" for p, t in made)
+    how = ("mean ± half-width of the 95% Student-t interval across the runs of a setting (seeds)"
+           if any(len(g.runs) > 1 for g in groups) else "")
+    if any(len(g.runs) == 1 for g in groups):
+        how += ("; " if how else "") + "one run: its value [95% bootstrap interval over held-out problems]"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>selfimprove report</title>
+<style>body{{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
+figure{{margin:1.5em 0}}img{{max-width:100%}}pre{{background:#f6f6f6;padding:8px}}</style></head>
+<body><h1>Self-improvement report</h1>
+<p>{len(runs)} run(s) in {len(groups)} setting(s). Made by <code>python -m pipeline.report</code> from the runs'
+metrics.json and parquet files.</p>
+<h2>Held-out {esc(key.split('/')[-1])} per iteration (%)</h2>
+<pre id="summary">{esc(table)}</pre><p>{esc(how)}. Iteration 0 is the starting model.</p>
+{imgs}
+<h2>Runs</h2>
+<table><tr><th>setting</th><th>folder</th><th>seed</th><th>iterations</th>{''.join(f'<th>{k}</th>' for k in vkeys)}</tr>
+{rows}</table>
+{f'<p><b>Warning:</b> runs of {esc(", ".join(mixed))} ran with different library versions.</p>' if mixed else ''}
+<script>/* for headless checks: how many figures the browser decoded */ window.addEventListener("load", () => {{
+  const im = [...document.images];
+  document.body.dataset.figuresShown = `${{im.filter(i => i.complete && i.naturalWidth > 0).length}} of ${{im.length}}`;
+}});</script>
+</body></html>
+"""
+    path = out / "report.html"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path, f"Held-out {key.split('/')[-1]} per iteration (%):\n{table}"
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover (hydra-core is a dependency; keeps the report importable without it)
+    Callback = object
+
+
+class SweepReport(Callback):
+    """Hydra callback (conf/config.yaml): when a sweep ends, its report over every job, and the summary table."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        try:
+            path, table = write_report([sweep], sweep / "report")
+            print(f"\nSweep: {table}\n\nReport: {path}", flush=True)
+        except Exception as e:  # noqa: BLE001  (the jobs' results are all written; a plotting failure loses none)
+            print(f"sweep report not written: {type(e).__name__}: {e}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import os
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.report", description=(
+        "Figures and tables over finished runs: held-out accuracy per iteration (mean and 95%% interval across seeds), "
+        "samples, pairs, DPO, lengths, judge scores. RUN is a run folder or a folder of runs (a sweep)."))
+    ap.add_argument("runs", nargs="+", metavar="RUN")
+    ap.add_argument("--out", type=Path, help="where report.html and the PNGs go (default: RUN/report for one RUN, "
+                                             "else report/ in the folder the RUNs share)")
+    a = ap.parse_args(argv)
+    out = a.out or Path(os.path.commonpath([os.path.abspath(p) for p in a.runs])) / "report"
+    try:
+        path, table = write_report(a.runs, out)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{table}\n\nReport: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -45,6 +45,7 @@ def run_pipeline(run_dir: Path, *overrides: str, env: dict, timeout: int = 600, 
                        timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"pipeline failed ({p.returncode}):\nSTDOUT:\n{p.stdout[-4000:]}\nSTDERR:\n{p.stderr[-6000:]}")
+    assert "report not written" not in p.stderr, p.stderr[-4000:]  # every finished run writes its report
     return p
 
 
@@ -64,3 +65,28 @@ def reference_run(tmp_path_factory, env) -> Path:
     assert "Held-out accuracy per iteration" in p.stdout
     assert "[iter 1]" in p.stdout and "[iter 2]" in p.stdout
     return run
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run folder to continue from (without its W&B files and report): a rerun of the same
+    command finds every stage finished, which saves tests a run of their own."""
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("wandb", "report", ".lock"))
+    return dst
+
+
+def sweep_job(sweep: Path, override: str) -> Path:
+    """The folder of a sweep's job (named by all its overrides, e.g. `...,model=tiny,seed=0`)."""
+    return next(d for d in sweep.iterdir() if d.name.split(",")[-1] == override or d.name == override)
+
+
+@pytest.fixture(scope="session")
+def seed_sweep(tmp_path_factory, env) -> Path:
+    """Two seeds of the tiny smoke setting, one iteration each, as the README's seed sweep (`-m seed=0,1`); job
+    seed=0 is also the finished `TINY iterations=1` run that tests continue from (copy_run)."""
+    sweep = tmp_path_factory.mktemp("seeds") / "sweep"
+    cmd = pipeline_cmd(sweep.parent / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}", "seed=0,1")
+    p = subprocess.run([*cmd[:3], "-m", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return sweep

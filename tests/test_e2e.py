@@ -7,13 +7,14 @@ import glob
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, TINY, pipeline_cmd, run_pipeline
+from conftest import ROOT, TINY, copy_run, pipeline_cmd, run_pipeline, sweep_job
 from wandb_reader import history, run_info
 
 TABLES = ("prompts", "generations", "judgments", "pairs", "eval")
@@ -104,7 +105,7 @@ def test_wandb_offline_run_holds_iteration_metrics(reference_run):
 
 
 def test_inspect_prints_summary_and_pairs(reference_run, env):
-    p = subprocess.run(["python", "-m", "pipeline.inspect", str(reference_run), "--pairs", "2"], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-m", "pipeline.inspect", str(reference_run), "--pairs", "2"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "iter_02: done" in p.stdout and "held-out acc" in p.stdout
@@ -154,9 +155,8 @@ def test_resume_after_kill_inside_training(tmp_path, env, reference_run):
     assert (run / "iter_01" / "model" / "PRUNED.json").exists() and (run / "iter_02" / "model.done.json").exists()
 
 
-def test_rerun_of_finished_run_recomputes_nothing(tmp_path, env):
-    run = tmp_path / "run"
-    run_pipeline(run, *TINY, "logger=none", "iterations=1", env=env)
+def test_rerun_of_finished_run_recomputes_nothing(tmp_path, env, seed_sweep):
+    run = copy_run(sweep_job(seed_sweep, "seed=0"), tmp_path / "run")  # a finished TINY iterations=1 run
     before = {p: p.stat().st_mtime_ns for p in run.glob("iter_*/*.done.json")}
     p = run_pipeline(run, *TINY, "logger=none", "iterations=1", env=env)
     assert {p: p.stat().st_mtime_ns for p in run.glob("iter_*/*.done.json")} == before
@@ -173,9 +173,8 @@ def test_rerun_of_finished_run_recomputes_nothing(tmp_path, env):
     assert not (run / "iter_00" / "eval.done.json").exists()  # forgotten by on_change=recompute, not recomputed
 
 
-def test_changed_stage_config_is_refused_then_recomputed_on_request(tmp_path, env):
-    run = tmp_path / "run"
-    run_pipeline(run, *TINY, "logger=none", "iterations=1", env=env)
+def test_changed_stage_config_is_refused_then_recomputed_on_request(tmp_path, env, seed_sweep):
+    run = copy_run(sweep_job(seed_sweep, "seed=0"), tmp_path / "run")  # a finished TINY iterations=1 run
     old_pairs = (run / "iter_01" / "pairs.done.json").read_text()
     p = run_pipeline(run, *TINY, "logger=none", "iterations=1", "pairs.pairs_per_prompt=1", env=env, check=False)
     assert p.returncode != 0
@@ -190,18 +189,11 @@ def test_changed_stage_config_is_refused_then_recomputed_on_request(tmp_path, en
     assert json.loads((run / "iter_01" / "model.done.json").read_text())["count"] == 4  # retrained on them
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-                                      ["hydra/launcher=submitit_local"]], ids=["basic", "joblib", "submitit_local"])
-def test_multirun_sweep_gives_each_job_its_folder_and_wandb_run(tmp_path, env, launcher):
-    """Hydra's basic launcher (one job after the other), joblib (local parallel jobs) and submitit's local executor
-    (the code path of hydra/launcher=slurm, without a cluster)."""
-    sweep = tmp_path / "sweep"
-    cmd = pipeline_cmd(tmp_path / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}", "train.beta=0.05,0.1",
-                       *launcher)
-    p = subprocess.run([*cmd[:3], "-m", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-4000:]
-    jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
-    assert len(jobs) == 2 and "train.beta=0.05" in jobs[0] and "train.beta=0.1" in jobs[1], jobs
+def _check_sweep(sweep: Path, jobs_expected: list[str]) -> None:
+    """Each job of a sweep has its own finished folder and its own W&B run, in one W&B group."""
+    jobs = sorted(d.name for d in sweep.iterdir() if (d / ".hydra").is_dir())  # not the sweep's report/
+    assert (sweep / "report" / "report.html").is_file()  # written when the sweep ended (hydra.callbacks)
+    assert len(jobs) == len(jobs_expected) and all(e in j for e, j in zip(jobs_expected, jobs)), jobs
     infos = []
     for j in jobs:
         assert (sweep / j / "iter_01" / "eval.done.json").exists()
@@ -210,6 +202,24 @@ def test_multirun_sweep_gives_each_job_its_folder_and_wandb_run(tmp_path, env, l
         infos.append(run_info(files[0]))
     assert infos[0]["group"] == infos[1]["group"] and infos[0]["id"] != infos[1]["id"]
     assert {i["name"] for i in infos} == set(jobs)
+
+
+def test_seed_sweep_with_the_basic_launcher(seed_sweep):
+    """Hydra's basic launcher (one job after the other): the seed sweep the README shows (conftest.seed_sweep)."""
+    _check_sweep(seed_sweep, ["seed=0", "seed=1"])
+
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local"]], ids=["joblib", "submitit_local"])
+def test_multirun_sweep_gives_each_job_its_folder_and_wandb_run(tmp_path, env, launcher):
+    """joblib (local parallel jobs) and submitit's local executor (the code path of hydra/launcher=slurm, without a
+    cluster)."""
+    sweep = tmp_path / "sweep"
+    cmd = pipeline_cmd(tmp_path / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}", "train.beta=0.05,0.1",
+                       *launcher)
+    p = subprocess.run([*cmd[:3], "-m", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    _check_sweep(sweep, ["train.beta=0.05", "train.beta=0.1"])
 
 
 @pytest.mark.parametrize("method,extra", [("dpo", []), ("star", ["eval=maj", "eval.maj_k=2"])])

@@ -58,6 +58,8 @@ def test_scripted_judge_drives_the_whole_iteration(scripted_run):
         assert "judge/hist_5" in m and "eval/judge_top_share" in m
     ev = _table(run, 2, "eval")
     assert {"win_score", "verdict_xy", "verdict_yx", "judge_score", "constraints_met"} <= set(ev.columns)
+    # its report: the win rate beside the constraints, and the judge's score histogram per iteration
+    assert {"heldout", "judge_scores"} <= {p.stem for p in (run / "report").glob("*.png")}
 
 
 def test_scripted_run_logs_open_ended_metrics_to_wandb(scripted_run):
