@@ -208,7 +208,8 @@ class RunData:
     config: dict
     overrides: list[str]
     history: list[dict]
-    versions: dict
+    versions: dict  # the last start's (versions.json)
+    restarts_with_other_versions: int = 0  # starts whose library versions differed from the one before
 
 
 @dataclass
@@ -240,7 +241,9 @@ def record_versions(run_dir: Path) -> None:
     if not log or {k: x for k, x in log[-1].items() if k != "started"} != entry:
         log.append({"started": datetime.datetime.now().isoformat(timespec="seconds"), **entry})
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(log, indent=1) + "\n")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(log, indent=1) + "\n")
+        tmp.replace(path)
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -271,8 +274,8 @@ def load_run(path: Path) -> RunData:
             break
         history.append(json.loads(m.read_text()))
     vpath = path / "versions.json"
-    versions = json.loads(vpath.read_text())[-1] if vpath.exists() else {}
-    return RunData(path, config, overrides, history, versions)
+    log = json.loads(vpath.read_text()) if vpath.exists() else []
+    return RunData(path, config, overrides, history, log[-1] if log else {}, max(len(log) - 1, 0))
 
 
 def _setting_overrides(run: RunData) -> list[str]:
@@ -455,7 +458,8 @@ def write_report(paths: list[str | Path], out: Path) -> tuple[Path, str]:
     versions = [(g.label, r) for g in groups for r in g.runs]
     vkeys = [k for k in ("torch", "transformers", "trl", "datasets", "selfimprove", "python") if
              any(r.versions.get(k) for _, r in versions)]
-    mixed = [g.label for g in groups if len({json.dumps({k: r.versions.get(k) for k in vkeys}) for r in g.runs}) > 1]
+    mixed = [g.label for g in groups if len({json.dumps({k: r.versions.get(k) for k in vkeys}) for r in g.runs}) > 1
+             or any(r.restarts_with_other_versions for r in g.runs)]
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(lab)}</td><td>{esc(str(r.path))}</td><td>{esc(str(r.config.get('seed', '-')))}</td>"
@@ -464,6 +468,8 @@ def write_report(paths: list[str | Path], out: Path) -> tuple[Path, str]:
     imgs = "".join(
         f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" alt="{esc(t)}">'
         f"<figcaption>{esc(t)} ({p.name})</figcaption></figure>" for p, t in made)
+    warning = (f"<p><b>Warning:</b> runs of {esc(', '.join(mixed))} ran with different library versions (between "
+               "runs, or a run resumed under other versions: see the run folders' versions.json).</p>") if mixed else ""
     how = ("mean ± half-width of the 95% Student-t interval across the runs of a setting (seeds)"
            if any(len(g.runs) > 1 for g in groups) else "")
     if any(len(g.runs) == 1 for g in groups):
@@ -482,7 +488,7 @@ metrics.json and parquet files.</p>
 <h2>Runs</h2>
 <table><tr><th>setting</th><th>folder</th><th>seed</th><th>iterations</th>{''.join(f'<th>{k}</th>' for k in vkeys)}</tr>
 {rows}</table>
-{f'<p><b>Warning:</b> runs of {esc(", ".join(mixed))} ran with different library versions.</p>' if mixed else ''}
+{warning}
 <script>/* for headless checks: how many figures the browser decoded */ window.addEventListener("load", () => {{
   const im = [...document.images];
   document.body.dataset.figuresShown = `${{im.filter(i => i.complete && i.naturalWidth > 0).length}} of ${{im.length}}`;

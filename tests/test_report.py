@@ -137,3 +137,20 @@ def test_settings_side_by_side_in_one_figure(reference_run, seed_sweep, tmp_path
     path, table = write_report([reference_run, seed_sweep], tmp_path / "both")
     assert "(n=1)" in table and "(n=2)" in table and len(table.splitlines()) == 3 + 3  # title, head, rule; iterations 0-2
     _check_report(path, {"heldout", "training"})
+
+
+def test_a_run_resumed_under_other_library_versions_is_flagged(tmp_path, monkeypatch):
+    from pipeline.report import record_versions
+
+    run = tmp_path / "run"
+    (run / "iter_00").mkdir(parents=True)
+    (run / "iter_00" / "metrics.json").write_text(json.dumps({"iteration": 0, "eval/accuracy": 0.5}))
+    record_versions(run)
+    record_versions(run)  # the same versions again: one entry
+    assert len(json.loads((run / "versions.json").read_text())) == 1
+    path, _ = write_report([run], tmp_path / "rep")
+    assert "Warning" not in path.read_text()
+    log = json.loads((run / "versions.json").read_text())
+    (run / "versions.json").write_text(json.dumps(log + [{**log[0], "transformers": "0.0.1"}]))
+    path, _ = write_report([run], tmp_path / "rep")
+    assert "resumed under other versions" in path.read_text() and "0.0.1" in path.read_text()
