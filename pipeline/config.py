@@ -13,6 +13,7 @@ from stages.bootstrap import BootstrapConfig
 from stages.compare import PairwiseJudgeConfig
 from stages.evaluate import EvalConfig
 from stages.generate import GenerateConfig
+from stages.hints import CurriculumConfig
 from stages.judge import JudgeConfig
 from stages.meta_judge import MetaJudgeConfig
 from stages.pairs import PairsConfig
@@ -23,8 +24,8 @@ from stages.thoughts import ThoughtConfig
 from stages.train import PROJECT_KEYS, TrainConfig
 from stages.verify import VerifyConfig
 
-GROUPS = ("task", "prompts", "thought", "generate", "judge", "meta_judge", "refine", "pairs", "train", "eval",
-          "bootstrap")
+GROUPS = ("task", "prompts", "curriculum", "thought", "generate", "judge", "meta_judge", "refine", "pairs", "train",
+          "eval", "bootstrap")
 
 
 def _basename(value: str) -> str:
@@ -79,6 +80,7 @@ class StageConfigs:
     train: TrainConfig
     eval: EvalConfig
     bootstrap: BootstrapConfig | None  # Self-Rewarding's seed fine-tuning before iteration 1 (None: off)
+    curriculum: CurriculumConfig | None = None  # SEELE's adaptive hints (None: the bare problems)
 
     @property
     def llm_judge(self) -> JudgeConfig | None:
@@ -152,6 +154,10 @@ def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
     pairs = _make(PairsConfig, values["pairs"], "pairs")
     _check_refine(refine, eval_cfg, judge_cfg is verify, thought, pairs)
     prompts = _make(PromptsConfig, {**values["prompts"], "engine": engine}, "prompts")
+    curriculum = _make(CurriculumConfig, values["curriculum"], "curriculum")
+    curriculum = curriculum if curriculum.kind != "none" else None
+    if curriculum:
+        _check_curriculum(prompts, thought, judge_cfg is verify, refine, pairs)
     if prompts.source == "self_instruct" and judge_cfg is verify:
         raise ConfigError("prompts=self_instruct writes new instructions without gold answers: they need a model "
                           "judge (judge=llm or judge=pairwise), not judge=verify")
@@ -168,7 +174,21 @@ def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
         train=_make(TrainConfig, {**_train_project(values["train"]), "args": values["train"]}, "train"),
         eval=eval_cfg,
         bootstrap=bootstrap,
+        curriculum=curriculum,
     )
+
+
+def _check_curriculum(prompts: PromptsConfig, thought: ThoughtConfig, verifiable: bool, refine: RefineConfig,
+                      pairs: PairsConfig) -> None:
+    """SEELE's hints are the first steps of a task's reference solutions and its rounds are steered by the task's
+    checker: it needs the task's own problems, judge=verify, IRPO's pairs and answers without thoughts."""
+    for bad, why in ((prompts.source != "task", "prompts=task (its hints come from the task's reference solutions)"),
+                     (not verifiable, "judge=verify (each round is steered by the task's checker)"),
+                     (pairs.rule != "irpo", f"pairs=irpo (its pairs are made within one hint; got {pairs.rule})"),
+                     (thought.enabled, "thought=none (the hint is the start of the answer)"),
+                     (bool(refine.rounds), "refine=none (feedback rounds on hinted samples are not built)")):
+        if bad:
+            raise ConfigError(f"curriculum=seele needs {why}")
 
 
 def _check_refine(refine: RefineConfig, eval_cfg: EvalConfig, verifiable: bool, thought: ThoughtConfig,

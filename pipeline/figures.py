@@ -69,20 +69,41 @@ def stacked_bars(path: Path, title: str, groups: list[tuple[str, list[int], dict
     return _save(fig, path, title)
 
 
-def histograms(path: Path, title: str, groups: list[tuple[str, dict[int, list[float]]]], xlabel: str) -> Path:
-    """Per group a panel with one step histogram per iteration (e.g. the judge's scores)."""
+def histograms(path: Path, title: str, groups: list[tuple[str, dict[int, list[float]]]], xlabel: str,
+               ylabel: str = "judgments", bins: list[float] | None = None) -> Path:
+    """Per group a panel with one step histogram per iteration (e.g. the judge's scores; bins: the edges, default
+    one per integer score when the values are small integers, else 20)."""
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False, sharey=True)
     for ax, (label, by_iter) in zip(axes[0], groups):
         values = [v for vs in by_iter.values() for v in vs]
         lo, hi = (min(values), max(values)) if values else (0, 1)
-        bins = [lo - 0.5 + k for k in range(int(hi - lo) + 2)] if float(lo).is_integer() and hi - lo <= 20 else 20
+        edges = bins or ([lo - 0.5 + k for k in range(int(hi - lo) + 2)] if float(lo).is_integer() and hi - lo <= 20
+                         else 20)
         for i, (t, vs) in enumerate(sorted(by_iter.items())):
-            ax.hist(vs, bins=bins, histtype="step", lw=1.6, color=plt.get_cmap("viridis")(i / max(len(by_iter) - 1, 1)),
+            ax.hist(vs, bins=edges, histtype="step", lw=1.6, color=plt.get_cmap("viridis")(i / max(len(by_iter) - 1, 1)),
                     label=f"iteration {t}")
         ax.set_title(label, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3, axis="y")
-    axes[0][0].set_ylabel("judgments")
+    axes[0][0].set_ylabel(ylabel)
+    _legend(fig, axes[0][0])
+    return _save(fig, path, title)
+
+
+def per_round(path: Path, title: str, groups: list[tuple[str, dict[int, list[float]]]], target: float) -> Path:
+    """Per group a panel with one line per iteration over the rounds (x = round; SEELE's accuracy per round, in
+    [0, 1]) and the target as a dashed line."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False, sharey=True)
+    for ax, (label, by_iter) in zip(axes[0], groups):
+        for i, (t, ys) in enumerate(sorted(by_iter.items())):
+            ax.plot(range(1, len(ys) + 1), [100 * y for y in ys], marker="o", label=f"iteration {t}",
+                    color=plt.get_cmap("viridis")(i / max(len(by_iter) - 1, 1)))
+        ax.axhline(100 * target, ls="--", color="gray", lw=1, label="target")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("round")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("sample accuracy (%)")
     _legend(fig, axes[0][0])
     return _save(fig, path, title)
 

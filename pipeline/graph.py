@@ -108,6 +108,10 @@ class Inputs:
         self._check(read)
         return self.run.model_path(read[0])
 
+    def scratch(self) -> Path:
+        """A folder for the stage's work in progress (kept across a kill, removed once the stage finishes)."""
+        return self.run.store.scratch(self.t, self.stage.name)
+
     def launch(self, fn: Callable, **kwargs):
         """fn(**kwargs) here or in worker processes, as runner.<group> says."""
         return self.run.launch(self.stage.group, self.t, fn, **kwargs)
@@ -187,6 +191,32 @@ def _generate(inp: Inputs):
     return gens, stats
 
 
+def _generate_hinted(inp: Inputs):
+    """SEELE (curriculum=seele, stages/hints.py): m rounds of samples per problem, each with the hint the controller
+    fits for it, checked by the task's checker; every round is kept in the stage's scratch folder (resume)."""
+    from dataclasses import replace
+
+    from stages.generate import generate, merge_shards
+    from stages.hints import carried_rates, seele_rounds
+    from stages.modeling import load_tokenizer
+    from stages.tasks import load_task
+
+    s, t = inp.cfg, inp.t
+    model, task, cur = inp.model(), load_task(s.verify.task), s.curriculum
+
+    def sample(prompts: list[dict], r: int) -> list[dict]:
+        return inp.launch(generate, merge=merge_shards, model_path=model, prompts=prompts,
+                          cfg=replace(s.generate, seed=s.generate.seed + 7919 * (r - 1)),
+                          desc=f"iter {t} generate round {r}/{cur.rounds}")[0]
+
+    def check(items: list[tuple[str, str]]) -> list:
+        return task.check_all([(task.problem(pid), text) for pid, text in items], s.verify)
+
+    return seele_rounds(inp.table("prompts"), carried_rates([inp.table("generations", k) for k in range(1, t)]), cur,
+                        s.generate.num_samples, sample, check, inp.scratch(),
+                        load_tokenizer(model) if cur.unit == "tokens" else None)
+
+
 def scorer(judge_cfg) -> Callable:
     """The scoring function of a judge config: the task's checker, the LLM judge or the pairwise judge — all
     with the same interface (model_path, prompts, candidates, cfg, desc) -> (records, stats)."""
@@ -233,6 +263,10 @@ def _pairs(inp: Inputs):
 
     s = inp.cfg
     prompts, judged = inp.table("prompts"), inp.table("judgments")
+    if judged and "hint" in judged[0]:  # SEELE's samples (curriculum=seele): pairs within one hint
+        from stages.hints import hinted_pairs
+
+        return hinted_pairs(prompts, judged, s.pairs)
     if s.refine.rounds:
         return refine_pairs(prompts, judged, inp.table("refinements"), s.pairs, s.refine)
     pairs, stats = build_pairs(wrap(prompts, s.thought), judged, s.pairs)
@@ -293,7 +327,10 @@ TABLE = [
           if s.prompts.source == "self_instruct" else [],
           _prompts, extra=("seed", "iteration"), process=True),
     Stage("generations", "generate", LOOP, ("generate", "thought"), lambda s, t: [(t, "prompts"), (t - 1, "model")],
-          _generate, process=True),
+          _generate, when=lambda s: not s.curriculum, process=True),
+    Stage("generations", "generate", LOOP, ("generate", "curriculum", "verify"),
+          lambda s, t: [(t, "prompts"), (t - 1, "model")] + [(k, "generations") for k in range(1, t)],
+          _generate_hinted, when=lambda s: s.curriculum, process=True),
     Stage("judgments", "judge", LOOP, ("judge", "model_judge"),
           lambda s, t: [(t, "prompts"), (t, "generations")] + (_models((s.judge.model, t - 1)) if s.model_judge else []),
           _judge, process=True),

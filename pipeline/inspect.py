@@ -5,6 +5,7 @@
     python -m pipeline.inspect <run dir> --judgments 2               # 2 judged responses with the judge's text
     python -m pipeline.inspect <run dir> --meta 1                    # meta-judge comparisons (Meta-Rewarding)
     python -m pipeline.inspect <run dir> --refine 2                  # 2 prompts' refine threads, round by round
+    python -m pipeline.inspect <run dir> --hints 3                   # SEELE: 3 problems' hint rate and accuracy per round
 
 Every table in an iteration folder is a Parquet file: open it with pandas or datasets directly, e.g.
     pandas.read_parquet("<run>/iter_01/pairs.parquet")
@@ -177,6 +178,25 @@ def show_refine(run_dir: Path, n: int, iteration: int | None, width: int = 300) 
     return "\n".join(out)
 
 
+def show_hints(run_dir: Path, n: int, iteration: int | None, width: int = 160) -> str:
+    """SEELE's controller on the first n problems (curriculum=seele): per round the hinting rate, the hint and the
+    accuracy its samples reached, then the rate carried to the problem's next iteration. The whole history is the
+    generations table: one row per sample with round, hint_rate, hint, round_accuracy, next_rate."""
+    path, df, out = _latest(run_dir, "generations", 10**9, iteration)
+    if df is None:
+        return out[0]
+    if "hint_rate" not in df:
+        return f"{path}: no hints (the run's curriculum is none)"
+    out = [f"\n{path} ({df['prompt_id'].nunique()} problems, {df['round'].max()} rounds)"]
+    for pid in list(dict.fromkeys(df["prompt_id"]))[:n]:
+        g = df[df["prompt_id"] == pid].groupby("round", sort=True).first()
+        out.append(f"\n--- {pid}: rate carried to its next iteration {g['next_rate'].iloc[-1]:.2f}")
+        for r, row in g.iterrows():
+            out.append(f"  round {r}: rate {row['hint_rate']:.2f}, accuracy {row['round_accuracy']:.2f}, hint: "
+                       + (_clip(row["hint"], width) or "(none)"))
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judgments", type=int, default=0, help="show this many judged responses (default: none)")
     ap.add_argument("--meta", type=int, default=0, help="show the meta-judge's comparisons for this many responses")
     ap.add_argument("--refine", type=int, default=0, help="show the refine threads of this many prompts")
+    ap.add_argument("--hints", type=int, default=0, help="show SEELE's hint rates and accuracies for this many problems")
     ap.add_argument("--iteration", type=int, default=None, help="iteration to show (default: last)")
     a = ap.parse_args(argv)
     try:
@@ -197,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             print(show_meta(a.run_dir, a.meta, a.iteration))
         if a.refine:
             print(show_refine(a.run_dir, a.refine, a.iteration))
+        if a.hints:
+            print(show_hints(a.run_dir, a.hints, a.iteration))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

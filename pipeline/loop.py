@@ -19,6 +19,7 @@ from pipeline.report import iteration_metrics, print_summary_line, print_table, 
 from pipeline.runner import Runner
 from pipeline.store import Store
 from pipeline.tracking import make_tracker
+from stages.hints import check_task
 from stages.pairs import no_gold_notice
 from stages.tasks import load_task
 
@@ -33,6 +34,11 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     if task.kind != "answer" and "maj" in first.eval.measures:
         raise ConfigError(f"eval.measures: maj votes over final answers; task {task.name} is checked by "
                           f"{'running programs' if task.kind == 'program' else 'rules'}: remove maj")
+    if first.curriculum:
+        try:
+            check_task(task)                        # SEELE's hints need reference solutions
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     for notice in task.notices + no_gold_notice(task, first.pairs):
         print(notice, flush=True)
     m0 = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)

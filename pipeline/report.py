@@ -10,11 +10,13 @@ are the keys of metrics.json and of the W&B charts.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.graph import TABLE
+from pipeline.store import atomic_write_text
 
 
 def _group(t: int, name: str) -> str:
@@ -39,6 +41,8 @@ def iteration_metrics(store, t: int) -> dict:
         m["judge/accuracy"], m["judge/unparseable_rate"] = m["judge/correct"] / n, m["judge/unparseable"] / n
     if t:
         m["generate/mean_tokens"] = m["generate/tokens"] / max(m["generate/count"], 1)
+    if t and m.get("pairs/prompts"):  # problems that taught something (SEELE's aim: more of them)
+        m["pairs/prompt_yield"] = m.get("pairs/prompts_with_pairs", 0) / m["pairs/prompts"]
     return m
 
 
@@ -72,9 +76,10 @@ def _eval_part(m: dict) -> str:
     return out
 
 
-def refine_rounds(m: dict, prefix: str = "eval/accuracy_round_") -> int:
-    """The last feedback round with a figure in m (0: none)."""
-    return max((int(k[len(prefix):]) for k in m if k.startswith(prefix)), default=0)
+def refine_rounds(m: dict, prefix: str = "eval/accuracy_round_", suffix: str = "") -> int:
+    """The last round (feedback round; SEELE's with generate/round_, _accuracy) with a figure in m (0: none)."""
+    return max((int(k[len(prefix):len(k) - len(suffix)]) for k in m if k.startswith(prefix) and k.endswith(suffix)
+                and k[len(prefix):len(k) - len(suffix)].isdigit()), default=0)
 
 
 def warnings_for(m: dict) -> list[str]:
@@ -110,6 +115,12 @@ def print_summary_line(m: dict) -> None:
                          f"{m.get('pairs/skipped_too_few_scored', 0)} unscored)")
             if m.get("pairs/length_gap") is not None:
                 parts.append(f"chosen-rejected length {m['pairs/length_gap']:+.0f} chars")
+        rounds = refine_rounds(m, "generate/round_", "_accuracy")
+        if rounds:  # SEELE
+            acc = "->".join(_pct(m[f"generate/round_{r}_accuracy"]).strip() for r in range(1, rounds + 1))
+            parts.append(f"| hints: accuracy by round {acc} (target {m['generate/target']:.2f}), rate carried "
+                         f"{m.get('generate/next_rate_mean') or 0:.2f}, fit failures {m['generate/fit_failures']}, "
+                         f"problems with a pair {_pct(m.get('pairs/prompt_yield')).strip()}")
         rounds = refine_rounds(m, "refine/solved_by_round_")
         if rounds:
             solved = "->".join(_pct(m[f"refine/solved_by_round_{r}"]).strip() for r in range(rounds + 1))
@@ -186,7 +197,7 @@ LINE_FIGURES = [
         ("eval/judge_agreement", "judge agreement with gold", False)]),
     ("samples", "Training samples", [
         ("judge/accuracy", "sample accuracy (checker)", True), ("judge/score_mean", "mean judge score", False),
-        ("pairs/count", "preference pairs", False)]),
+        ("pairs/count", "preference pairs", False), ("pairs/prompt_yield", "problems with a pair", True)]),
     ("training", "DPO, per iteration (mean over steps)", [
         ("train/loss_mean", "loss", False), ("train/rewards/margins_mean", "reward margin", False),
         ("train/logps/chosen_mean", "chosen log-probability", False)]),
@@ -241,9 +252,7 @@ def record_versions(run_dir: Path) -> None:
     if not log or {k: x for k, x in log[-1].items() if k != "started"} != entry:
         log.append({"started": datetime.datetime.now().isoformat(timespec="seconds"), **entry})
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(log, indent=1) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(log, indent=1) + "\n")
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -328,11 +337,28 @@ def bootstrap_interval(outcomes: list[float], n_boot: int = 2000, seed: int = 0)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def _column(path: Path, col: str) -> list | None:
+    """One column of a parquet file (None: no file or no such column), without reading the others."""
+    import pyarrow.parquet as pq
+
+    if not path.exists() or col not in pq.read_schema(path).names:
+        return None
+    return pq.read_table(path, columns=[col]).column(col).to_pylist()
+
+
+@functools.lru_cache(maxsize=256)
+def _problem_interval(path: Path, col: str, mean: float, lo: float, hi: float) -> tuple[float, float]:
+    """The bootstrap interval of a rate from its per-problem outcomes in `path` (the table and the figures of one
+    report ask for the same ones: computed once), used only when they give the stored mean; else (lo, hi)."""
+    vals = _column(path, col)
+    if vals is None or not vals or abs(sum(map(float, vals)) / len(vals) - mean) > 1e-9:
+        return lo, hi
+    return bootstrap_interval([float(v) for v in vals])
+
+
 def series(group: Group, key: str):
     """The group's figure for `key` per iteration: mean across its runs with a t interval (2+ runs), or one run's
     value with a bootstrap interval over held-out problems (rates with per-problem outcomes); None: no data."""
-    import pandas as pd
-
     from pipeline.figures import Series
 
     xs, ys, los, his, n_max = [], [], [], [], 0
@@ -344,12 +370,7 @@ def series(group: Group, key: str):
         mean, lo, hi = t_interval(vals)
         if len(vals) == 1 and key in PER_PROBLEM:
             run = next(r for r in group.runs if t < len(r.history) and key in r.history[t])
-            ev = run.path / f"iter_{t:02d}" / "eval.parquet"
-            col = PER_PROBLEM[key]
-            if ev.exists():
-                d = pd.read_parquet(ev, columns=None)
-                if col in d and abs(d[col].mean() - mean) < 1e-9:
-                    lo, hi = bootstrap_interval(d[col].astype(float).tolist())
+            lo, hi = _problem_interval(run.path / f"iter_{t:02d}" / "eval.parquet", PER_PROBLEM[key], mean, lo, hi)
         xs.append(t), ys.append(mean), los.append(lo), his.append(hi)
         n_max = max(n_max, len(vals))
     if not xs:
@@ -390,8 +411,6 @@ def headline(groups: list[Group]) -> str:
 
 
 def _figures(groups: list[Group], out: Path) -> list[tuple[Path, str]]:
-    import pandas as pd
-
     from pipeline import figures
 
     made = []
@@ -410,6 +429,20 @@ def _figures(groups: list[Group], out: Path) -> list[tuple[Path, str]]:
                  for k in range(rounds + 1)]
         made.append((figures.lines(out / "refine.png", "Held-out accuracy by feedback round", drawn),
                      "Held-out accuracy by feedback round"))
+    seele = []
+    for g in groups:  # SEELE's controller: does each round land nearer the target? (mean over the group's runs)
+        by_iter: dict[int, list[float]] = {}
+        for t in range(1, max(len(r.history) for r in g.runs)):
+            ms = [r.history[t] for r in g.runs if t < len(r.history)]
+            rounds = min(refine_rounds(m, "generate/round_", "_accuracy") for m in ms)
+            if rounds:
+                by_iter[t] = [sum(m[f"generate/round_{k}_accuracy"] or 0 for m in ms) / len(ms)
+                              for k in range(1, rounds + 1)]
+        if by_iter:
+            seele.append((g.label, by_iter, next(m["generate/target"] for r in g.runs for m in r.history[1:])))
+    if seele:
+        title = "SEELE: sample accuracy per round"
+        made.append((figures.per_round(out / "hints.png", title, [(lb, b) for lb, b, _ in seele], seele[0][2]), title))
     skips = []
     for g in groups:
         reasons = sorted({k for r in g.runs for m in r.history for k in m if k.startswith("pairs/skipped_")})
@@ -422,6 +455,22 @@ def _figures(groups: list[Group], out: Path) -> list[tuple[Path, str]]:
     if skips:
         title = "Prompts without a pair, by reason (mean over runs)"
         made.append((figures.stacked_bars(out / "skipped.png", title, skips, "prompts"), title))
+    rates = []
+    for g in groups:  # SEELE: each problem's hinting rate at the end of its iteration
+        by_iter = {}
+        for r in g.runs:
+            for t in range(1, len(r.history)):
+                path = r.path / f"iter_{t:02d}" / "generations.parquet"
+                per_sample = _column(path, "next_rate")
+                if per_sample is not None:
+                    by_problem = dict(zip(_column(path, "prompt_id"), per_sample))
+                    by_iter.setdefault(t, []).extend(float(v) for v in by_problem.values())
+        if by_iter:
+            rates.append((g.label, by_iter))
+    if rates:
+        title = "SEELE: hinting rate per problem"
+        made.append((figures.histograms(out / "hint_rates.png", title, rates, "hinting rate", "problems",
+                                        [k / 10 for k in range(11)]), title))
     hists = []
     for g in groups:
         if not any("judge/score_mean" in m for r in g.runs for m in r.history):
@@ -429,12 +478,10 @@ def _figures(groups: list[Group], out: Path) -> list[tuple[Path, str]]:
         by_iter: dict[int, list[float]] = {}
         for r in g.runs:
             for t in range(1, len(r.history)):
-                f = r.path / f"iter_{t:02d}" / "judgments.parquet"
-                if f.exists():
-                    d = pd.read_parquet(f, columns=None)
-                    if "judgment_scores" in d:  # the LLM judge: every parsed judgment's score (None: dropped)
-                        by_iter.setdefault(t, []).extend(
-                            float(v) for vs in d["judgment_scores"] for v in vs if v is not None and v == v)
+                scores = _column(r.path / f"iter_{t:02d}" / "judgments.parquet", "judgment_scores")
+                if scores is not None:  # the LLM judge: every parsed judgment's score (None: dropped)
+                    by_iter.setdefault(t, []).extend(
+                        float(v) for vs in scores for v in (vs or []) if v is not None and v == v)
         if by_iter:
             hists.append((g.label, by_iter))
     if hists:
@@ -496,9 +543,7 @@ metrics.json and parquet files.</p>
 </body></html>
 """
     path = out / "report.html"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    atomic_write_text(path, page)
     return path, f"Held-out {key.split('/')[-1]} per iteration (%):\n{table}"
 
 

@@ -34,7 +34,8 @@ class StaleStageError(RuntimeError):
     """A finished stage was computed under a different config than the one asked for now."""
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all (a kill leaves the old file or none, never a torn one)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -140,7 +141,7 @@ class Store:
         marker = {"stage": name, "iteration": t, "key": planned.key, "deps": planned.deps, "count": count,
                   "seconds": round(seconds, 2), "stats": stats, "config": planned.config,
                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _atomic_write_text(self.marker_path(t, name), json.dumps(marker, indent=1, default=str))
+        atomic_write_text(self.marker_path(t, name), json.dumps(marker, indent=1, default=str))
         return marker
 
     def table(self, t: int, name: str, compute: Callable[[], tuple[list[dict], dict]]) -> tuple[list[dict], dict]:
@@ -158,7 +159,18 @@ class Store:
         pq.write_table(pa.Table.from_pylist(records), tmp)
         os.replace(tmp, path)
         marker = self._finish(t, name, len(records), time.time() - t0, stats)
+        for scratch in self.dir(t).glob(f"{name}.partial-*"):  # work in progress: finished now
+            shutil.rmtree(scratch, ignore_errors=True)
         return pq.read_table(path).to_pylist(), marker
+
+    def scratch(self, t: int, name: str) -> Path:
+        """Work in progress of stage `name` of iteration t (e.g. SEELE's finished rounds): a folder named by the
+        stage's key, so a kill keeps it for the rerun and a changed config does not read it. Others are removed."""
+        path = self.dir(t) / f"{name}.partial-{self.plan[(t, name)].key}"
+        for old in self.dir(t).glob(f"{name}.partial-*"):
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+        return path
 
     def model(self, t: int, compute: Callable[[Path], dict]) -> tuple[str, dict]:
         """The model trained in iteration `t`: its folder if finished, else trained (into a temporary folder
@@ -216,7 +228,7 @@ class Store:
             if not weights:  # pruned already (a kill between the note and the deletion leaves weights: go on)
                 continue
             freed = sum(f.stat().st_size for w in weights for f in ([w] if w.is_file() else w.rglob("*")))
-            _atomic_write_text(folder / PRUNED, json.dumps({
+            atomic_write_text(folder / PRUNED, json.dumps({
                 "pruned_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "bytes": freed,
                 "why": "keep_models=latest: no later stage reads this model; rerun with keep_models=all to keep "
                        "every iteration's weights"}, indent=1))
@@ -227,4 +239,4 @@ class Store:
 
     def write_metrics(self, t: int, metrics: dict) -> None:
         self.dir(t).mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.dir(t) / "metrics.json", json.dumps(metrics, indent=1, default=str))
+        atomic_write_text(self.dir(t) / "metrics.json", json.dumps(metrics, indent=1, default=str))

@@ -116,7 +116,8 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
     tok = tokenizer or load_tokenizer(model_path)
     model = model if model is not None else load_model(model_path, cfg.dtype, cfg.device)
     stops = stop_token_ids(tok, model)
-    texts = [tok.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [chat_prompt(tok, p["messages"]) for p in prompts]
+    continued = [p["messages"][-1]["role"] == "assistant" for p in prompts]
     ids = [tok(t, add_special_tokens=False).input_ids for t in texts]
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
     out: dict[int, list[dict]] = {}
@@ -137,7 +138,7 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
             n_tokens += n
             out.setdefault(i, []).append({
                 "prompt_id": prompts[i]["prompt_id"], "sample_idx": s,
-                "completion": tok.decode(gen[:n], skip_special_tokens=True).strip(),
+                "completion": _tidy(tok.decode(gen[:n], skip_special_tokens=True), continued[i]),
                 "num_tokens": n, "finish_reason": "stop" if ends else "length",
             })
         bar.update(len(idx))
@@ -147,6 +148,19 @@ def generate(model_path: str, prompts: list[dict], cfg: GenerateConfig, desc: st
     stats = {"tokens": n_tokens, "seconds": round(secs, 2), "tokens_per_s": round(n_tokens / max(secs, 1e-9), 1),
              "model_fingerprint": fingerprint(model), "truncated": sum(r["finish_reason"] == "length" for r in records)}
     return records, stats
+
+
+def chat_prompt(tok, messages: list[dict]) -> str:
+    """The model's input text for a chat: a new assistant turn, or — when the last message is the assistant's (a
+    SEELE hint, stages/hints.py) — that message continued where it stops."""
+    cont = messages[-1]["role"] == "assistant"
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont, continue_final_message=cont)
+
+
+def _tidy(text: str, continued: bool) -> str:
+    """A new answer is stripped; a continuation keeps its leading space or newline (hint + continuation is then
+    exactly the text the model produced after the problem)."""
+    return text.rstrip() if continued else text.strip()
 
 
 NUCLEUS_CANDIDATES = 1024  # top-p is looked for among the most likely tokens first (exact: see _top_p_sample)
@@ -240,7 +254,8 @@ def _generate_py(spec: str, prompts: list[dict], cfg: GenerateConfig, t0: float)
     outs = python_model(spec)(prompts, cfg)
     if len(outs) != len(prompts) or any(len(o) != cfg.num_samples for o in outs):
         raise ValueError(f"model {spec!r} must return {cfg.num_samples} completion(s) for each of {len(prompts)} prompts")
-    records = [{"prompt_id": p["prompt_id"], "sample_idx": s, "completion": str(text).strip(),
+    records = [{"prompt_id": p["prompt_id"], "sample_idx": s,
+                "completion": _tidy(str(text), p["messages"][-1]["role"] == "assistant"),
                 "num_tokens": len(str(text).split()), "finish_reason": "stop"}
                for p, o in zip(prompts, outs) for s, text in enumerate(o)]
     secs = time.time() - t0

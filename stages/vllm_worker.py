@@ -38,7 +38,9 @@ def records_from_outputs(request: dict, outputs) -> list[dict]:
     records = []
     for p, out in zip(request["prompts"], outputs):
         for s, c in enumerate(out.outputs):
-            records.append({"prompt_id": p["prompt_id"], "sample_idx": s, "completion": c.text.strip(),
+            continued = p["messages"][-1]["role"] == "assistant"  # a hint continued: keep its leading whitespace
+            records.append({"prompt_id": p["prompt_id"], "sample_idx": s,
+                            "completion": c.text.rstrip() if continued else c.text.strip(),
                             "num_tokens": len(c.token_ids),
                             "finish_reason": "length" if c.finish_reason == "length" else "stop"})
     return records
@@ -63,8 +65,11 @@ def main(argv: list[str]) -> int:
     llm = LLM(model=request["model"], tokenizer=request.get("tokenizer") or request["model"],
               enable_lora=bool(lora), max_lora_rank=request.get("lora_rank") or 16, **request.get("engine", {}))
     tok = llm.get_tokenizer()
-    inputs = [{"prompt_token_ids": tok(tok.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True),
-                                       add_special_tokens=False).input_ids} for p in request["prompts"]]
+    # an assistant message last (a SEELE hint) is continued, as stages/generate.py:chat_prompt does
+    inputs = [{"prompt_token_ids": tok(tok.apply_chat_template(
+        p["messages"], tokenize=False, add_generation_prompt=p["messages"][-1]["role"] != "assistant",
+        continue_final_message=p["messages"][-1]["role"] == "assistant"), add_special_tokens=False).input_ids}
+        for p in request["prompts"]]
     params = [SamplingParams(**sampling_kwargs(request["sampling"], p["index"])) for p in request["prompts"]]
     lora_request = None
     if lora:

@@ -90,3 +90,29 @@ def seed_sweep(tmp_path_factory, env) -> Path:
     p = subprocess.run([*cmd[:3], "-m", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-4000:]
     return sweep
+
+
+def run_in_process(run_dir: Path, cache_dir, *overrides: str):
+    """`pipeline.loop.run` of a one-iteration TINY run in this process (no interpreter start-up: the fast way to
+    run a whole iteration)."""
+    from pipeline.loop import run
+
+    return run(compose_config(*overrides, *TINY, "iterations=1", f"paths.cache_dir={cache_dir}"), run_dir)
+
+
+def run_crashing(run_dir: Path, cache_dir, monkeypatch, call: str, *overrides: str) -> None:
+    """`run_in_process`, killed (KeyboardInterrupt) when the generate call whose progress label starts with `call`
+    begins."""
+    import stages.generate as generate_mod
+
+    real = generate_mod.generate
+
+    def crash(model_path, prompts, cfg, desc="generate", **kw):
+        if desc.startswith(call):
+            raise KeyboardInterrupt(f"killed in {call}")
+        return real(model_path, prompts, cfg, desc, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(generate_mod, "generate", crash)
+        with pytest.raises(KeyboardInterrupt):
+            run_in_process(run_dir, cache_dir, *overrides)

@@ -79,3 +79,21 @@ def test_same_seed_same_samples_and_stop_reasons(tiny_model):
     a, b = generate(tiny_model, prompts, cfg)[0], generate(tiny_model, prompts, cfg)[0]
     assert a == b and len(a) == 6 and {r["finish_reason"] for r in a} <= {"stop", "length"}
     assert all(r["num_tokens"] == 12 for r in a if r["finish_reason"] == "length")
+
+
+def test_an_assistant_message_last_is_continued_not_answered(tiny_model):
+    """SEELE's hint (stages/hints.py) is the start of the answer: the model's input ends with the hint itself (no
+    end-of-turn, no new assistant turn) and the record holds only the continuation, leading whitespace kept."""
+    from stages.generate import chat_prompt
+
+    tok = load_tokenizer(tiny_model)
+    question = [{"role": "user", "content": "What is 3 + 4?"}]
+    hinted = question + [{"role": "assistant", "content": "Step 1: 3 + 4 = 7"}]
+    assert chat_prompt(tok, hinted).endswith("<|im_start|>assistant\nStep 1: 3 + 4 = 7")
+    assert chat_prompt(tok, question).endswith("<|im_start|>assistant\n")
+    cfg = GenerateConfig(num_samples=1, temperature=0, max_new_tokens=8, seed=0)
+    rec = generate(tiny_model, [{"prompt_id": "h", "messages": hinted}], cfg)[0][0]
+    model = load_model(tiny_model, "float32", "cpu")
+    ids = tok(chat_prompt(tok, hinted), return_tensors="pt", add_special_tokens=False).input_ids
+    new = decode(model, ids, torch.ones_like(ids), cfg, stop_token_ids(tok, model), tok.pad_token_id)[0]
+    assert rec["completion"] == tok.decode(new[: rec["num_tokens"]], skip_special_tokens=True).rstrip()

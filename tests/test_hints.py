@@ -91,3 +91,171 @@ def test_hints_by_steps_and_by_tokens(tiny_model):
         hint(SOLUTION, 0.5, unit="tokens")
     with pytest.raises(ValueError, match="'steps' or 'tokens'"):
         hint(SOLUTION, 0.5, unit="words")
+
+
+# --------------------------------------------------------------------------- SEELE in the pipeline
+
+import json  # noqa: E402
+
+from conftest import compose_config, run_crashing, run_in_process  # noqa: E402
+
+from pipeline.config import ConfigError, stage_configs  # noqa: E402
+from pipeline.graph import plan, validate  # noqa: E402
+from stages.hints import CurriculumConfig, hinted_pairs, seele_rounds  # noqa: E402
+from stages.pairs import PairsConfig  # noqa: E402
+from stages.verify import Verdict  # noqa: E402
+
+PROBLEMS = [{"prompt_id": f"p{i}", "messages": [{"role": "user", "content": f"problem {i}"}],
+             "solution": SOLUTION} for i in range(40)]
+
+
+class Student:
+    """A simulated model for the controller: it answers problem i correctly with probability true_i(hint rate), the
+    rate read back from the hint it is given (steps of SOLUTION shown / 4); draws are seeded by (problem, round,
+    sample), so two runs of the same rounds give the same answers. It records which rounds it was asked for."""
+
+    def __init__(self, n: int, fail_at_round: int | None = None):
+        self.n, self.fail_at_round, self.rounds = n, fail_at_round, []
+        self.curves = {p["prompt_id"]: Curve(random.Random(p["prompt_id"]).uniform(6, 20),
+                                             -random.Random(p["prompt_id"] + "mu").uniform(0.2, 0.8), 0.0)
+                       for p in PROBLEMS}
+
+    def __call__(self, prompts: list[dict], r: int) -> list[dict]:
+        if r == self.fail_at_round:
+            raise KeyboardInterrupt("killed in the middle of the rounds")
+        self.rounds.append(r)
+        out = []
+        for p in prompts:
+            shown = p["messages"][-1]["content"] if p["messages"][-1]["role"] == "assistant" else ""
+            rate = len(solution_steps(shown)) / 4
+            for s in range(self.n):
+                ok = random.Random(f"{p['prompt_id']}:{r}:{s}").random() < self.curves[p["prompt_id"]](rate)
+                rest = SOLUTION[len(shown):] if ok else "\nAnswer: 0"
+                out.append({"prompt_id": p["prompt_id"], "sample_idx": s, "completion": rest, "num_tokens": 5,
+                            "finish_reason": "stop"})
+        return out
+
+
+def _check(items):
+    return [Verdict("correct" if text.rstrip().endswith("Answer: 33") else "incorrect", 0.0, "") for _, text in items]
+
+
+def test_seele_rounds_steer_each_problem_toward_the_target():
+    records, stats = seele_rounds(PROBLEMS, {}, CurriculumConfig(kind="seele", rounds=4), 8, Student(8), _check)
+    assert len(records) == 40 * 4 * 8 and len({(r["prompt_id"], r["sample_idx"]) for r in records}) == len(records)
+    for r in records:  # the sample is hint + continuation, and the hint is the start of the solution
+        assert r["completion"] == r["hint"] + r["continuation"] and SOLUTION.startswith(r["hint"])
+    first = [r for r in records if r["round"] == 1]
+    assert {r["hint_rate"] for r in first} == {0.75}  # the pessimistic start: every step but the last
+    assert stats["round_4_tracking_error"] < stats["round_1_tracking_error"]
+    assert abs(stats["round_4_accuracy"] - 0.5) < 0.2 and stats["fit_failures"] == 0
+    assert 0 < stats["next_rate_mean"] < 1 and len({r["next_rate"] for r in records if r["prompt_id"] == "p0"}) == 1
+
+
+def test_a_problem_seen_before_starts_from_its_carried_rate():
+    records, stats = seele_rounds(PROBLEMS[:2], {"p0": 0.25}, CurriculumConfig(kind="seele", rounds=1), 2, Student(2),
+                                  _check)
+    assert {r["prompt_id"]: r["hint_rate"] for r in records} == {"p0": 0.25, "p1": 0.75} and stats["carried"] == 1
+
+
+def test_resume_in_the_middle_of_the_rounds_samples_only_the_rounds_not_finished(tmp_path):
+    cfg = CurriculumConfig(kind="seele", rounds=4)
+    problems = PROBLEMS[:12]
+    whole, _ = seele_rounds(problems, {}, cfg, 4, Student(4), _check)
+    with pytest.raises(KeyboardInterrupt):
+        seele_rounds(problems, {}, cfg, 4, Student(4, fail_at_round=3), _check, scratch=tmp_path / "rounds")
+    assert sorted(p.name for p in (tmp_path / "rounds").iterdir()) == ["round_1.json", "round_2.json"]
+    again = Student(4)
+    resumed, stats = seele_rounds(problems, {}, cfg, 4, again, _check, scratch=tmp_path / "rounds")
+    assert again.rounds == [3, 4] and stats["resumed_rounds"] == 2
+    assert resumed == whole  # the same samples, rates and carried rates as the uninterrupted run
+
+
+def _judged(pid, hint_text, rate, outcomes, base=0):
+    return [{"prompt_id": pid, "sample_idx": base + k, "hint": hint_text, "hint_rate": rate, "status": "correct" if ok
+             else "incorrect", "reward": float(ok), "completion": hint_text + f"\n... {pid} {base + k} {ok}"}
+            for k, ok in enumerate(outcomes)]
+
+
+def test_pairs_are_made_only_within_one_hint_with_the_bare_problem_as_prompt():
+    prompts = [{"prompt_id": p, "messages": [{"role": "user", "content": p}], "solution": SOLUTION}
+               for p in ("a", "b", "c")]
+    h1, h2 = hint(SOLUTION, 0.25), hint(SOLUTION, 0.5)
+    judged = (_judged("a", h1, 0.25, [True, False], 1000) + _judged("a", h2, 0.5, [True, False], 2000)
+              + _judged("b", h1, 0.25, [True, True], 1000)  # all correct: no loser under that hint
+              + _judged("c", "", 0.0, [True, False], 1000))  # no hint: plain pairs
+    cfg = PairsConfig(pairs_per_prompt=2, include_gold=False)
+    pairs, stats = hinted_pairs(prompts, judged, cfg)
+    assert {p["prompt_id"] for p in pairs} == {"a", "c"} and stats["skipped_no_loser"] == 1
+    for p in pairs:
+        assert p["prompt"] == [{"role": "user", "content": p["prompt_id"]}]  # the bare problem
+        c, r = p["chosen"][0]["content"], p["rejected"][0]["content"]
+        assert c.startswith(p["hint"]) and r.startswith(p["hint"]) and c != r
+        assert (p["chosen_sample_idx"] // 1000) == (p["rejected_sample_idx"] // 1000)  # one round's hint
+    assert {p["hint"] for p in pairs if p["prompt_id"] == "a"} == {h1, h2}  # K = 2 spread over a's two hints
+    assert stats["hinted_pairs"] == 2 and stats["unhinted_pairs"] == 1 and stats["prompts_with_pairs"] == 2
+    gold, _ = hinted_pairs(prompts, judged, PairsConfig(pairs_per_prompt=4, include_gold=True))
+    assert all(p["chosen"][0]["content"] == SOLUTION for p in gold if p["chosen_sample_idx"] == -1)
+    assert len([p for p in gold if p["prompt_id"] == "a"]) == 4  # K per problem, not per hint
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method=self_rewarding", "curriculum=seele"], "curriculum=seele needs prompts=task"),
+    (["method=irpo", "curriculum=seele", "judge=llm"], "curriculum=seele needs judge=verify"),
+    (["method=seele", "pairs=correct"], "curriculum=seele needs pairs=irpo"),
+    (["method=seele", "thought=generic"], "curriculum=seele needs thought=none"),
+    (["method=irpo_refine", "curriculum=seele"], "curriculum=seele needs refine=none"),
+    (["method=seele", "curriculum.target=1"], r"curriculum.target must be in \(0, 1\)"),
+    (["method=seele", "curriculum.unit=words"], "curriculum.unit must be one of"),
+])
+def test_seele_config_is_checked_before_any_model_loads(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config(*overrides))
+
+
+def test_seele_is_a_preset_and_a_curriculum_choice_with_the_same_stages():
+    preset, choice = compose_config("method=seele"), compose_config("method=irpo", "curriculum=seele")
+    assert stage_configs(preset).curriculum == stage_configs(choice).curriculum == CurriculumConfig(kind="seele")
+    assert stage_configs(compose_config("method=irpo")).curriculum is None
+    keys = plan(preset)
+    assert keys[(2, "generations")].deps == ["iter_02/prompts", "iter_01/model", "iter_01/generations"]  # carried
+    assert keys[(1, "generations")].config["curriculum"]["rounds"] == 4
+
+
+def test_a_task_without_reference_solutions_is_refused(tmp_path, cache_dir):
+    from pipeline.loop import run
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(30)))
+    cfg = compose_config("method=seele", "task=file", f"task.source={data}", "task.test_split=null", "task.test_size=5",
+                         "logger=none")
+    with pytest.raises(ConfigError, match="without a reference solution.*task.solution_field"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "iter_00").exists()
+
+
+def test_seele_end_to_end_on_the_tiny_model_resumes_inside_the_rounds(tmp_path, cache_dir, monkeypatch, capsys):
+    """A run on the tiny model killed in its third round of hinted samples, then rerun: the rerun samples only the
+    rounds that were not finished; the run's samples, pairs, metrics, summary line, report and inspect carry the
+    hints."""
+    import pandas as pd
+
+    from pipeline.inspect import show_hints
+
+    run = tmp_path / "run"
+    args = ("method=seele", "logger=none")
+    run_crashing(run, cache_dir, monkeypatch, "iter 1 generate round 3", *args)
+    assert sorted(p.name for p in run.glob("iter_01/generations.partial-*/*")) == ["round_1.json", "round_2.json"]
+    m = run_in_process(run, cache_dir, *args)[1]
+    gen = json.loads((run / "iter_01" / "generations.done.json").read_text())["stats"]
+    assert gen["resumed_rounds"] == 2 and "hints: accuracy by round" in capsys.readouterr().out
+    assert not list(run.glob("iter_01/*.partial-*"))  # the work in progress is gone once the stage finished
+    g = pd.read_parquet(run / "iter_01" / "generations.parquet")
+    assert sorted(g["round"].unique()) == [1, 2, 3, 4] and (g["completion"] == g["hint"] + g["continuation"]).all()
+    pairs = pd.read_parquet(run / "iter_01" / "pairs.parquet")
+    assert len(pairs) > 0
+    for _, r in pairs.iterrows():
+        assert r["chosen"][0]["content"].startswith(r["hint"]) and r["rejected"][0]["content"].startswith(r["hint"])
+    assert {"generate/round_4_accuracy", "generate/next_rate_mean", "generate/fit_failures", "pairs/prompt_yield"} <= set(m)
+    assert (run / "report" / "hints.png").exists() and (run / "report" / "hint_rates.png").exists()
+    assert show_hints(run, 2, None).count("round 4: rate") == 2

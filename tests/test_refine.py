@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import TINY, compose_config
+from conftest import compose_config, run_crashing, run_in_process
 from pipeline.config import ConfigError, stage_configs
 from stages.generate import GenerateConfig
 from stages.pairs import PairsConfig
@@ -206,29 +206,6 @@ def test_presets_are_compositions():
 # --------------------------------------------------------------------------- end to end on the tiny model
 
 
-def _run(run_dir, cache_dir, *overrides):
-    from pipeline.loop import run
-
-    return run(compose_config(*overrides, *TINY, "iterations=1", f"paths.cache_dir={cache_dir}"), run_dir)
-
-
-def _run_crashing(run_dir, cache_dir, monkeypatch, call: str, *overrides) -> None:
-    """A run killed (KeyboardInterrupt) when the generate call whose progress label starts with `call` begins."""
-    import stages.generate as generate_mod
-
-    real = generate_mod.generate
-
-    def crash(model_path, prompts, cfg, desc="generate", **kw):
-        if desc.startswith(call):
-            raise KeyboardInterrupt(f"killed in {call}")
-        return real(model_path, prompts, cfg, desc, **kw)
-
-    with monkeypatch.context() as m:
-        m.setattr(generate_mod, "generate", crash)
-        with pytest.raises(KeyboardInterrupt):
-            _run(run_dir, cache_dir, *overrides)
-
-
 def test_irpo_refine_resumes_after_a_crash_in_a_refine_round(tmp_path, cache_dir, monkeypatch, capsys):
     """A crash in round 2 of the refine stage loses only that stage: the rerun reuses prompts, samples and
     judgments and gives the same attempts and pairs as a run that never crashed."""
@@ -238,12 +215,12 @@ def test_irpo_refine_resumes_after_a_crash_in_a_refine_round(tmp_path, cache_dir
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     args = ("method=irpo_refine", "refine.patience=2")
-    clean = _run(tmp_path / "clean", cache_dir, *args)
-    _run_crashing(tmp_path / "crashed", cache_dir, monkeypatch, "iter 1 refine round 2", *args)
+    clean = run_in_process(tmp_path / "clean", cache_dir, *args)
+    run_crashing(tmp_path / "crashed", cache_dir, monkeypatch, "iter 1 refine round 2", *args)
     it = tmp_path / "crashed" / "iter_01"
     assert (it / "judgments.done.json").exists() and not (it / "refinements.done.json").exists()
     before = {p: p.stat().st_mtime_ns for p in it.glob("*.done.json")}
-    resumed = _run(tmp_path / "crashed", cache_dir, *args)
+    resumed = run_in_process(tmp_path / "crashed", cache_dir, *args)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # nothing finished was recomputed
     for name in ("refinements", "pairs"):
         a = pd.read_parquet(tmp_path / "clean" / "iter_01" / f"{name}.parquet")
@@ -268,11 +245,11 @@ def test_irpo_refine_resumes_after_a_crash_in_a_refine_round(tmp_path, cache_dir
 def test_refine_at_evaluation_only_resumes_after_a_crash_in_its_round(tmp_path, cache_dir, monkeypatch):
     """Inference-only refinement (training stays plain IRPO); a crash in the evaluation's feedback round loses only
     the evaluation."""
-    _run_crashing(tmp_path / "run", cache_dir, monkeypatch, "eval M1 refine round 1", "eval=refine", "logger=none")
+    run_crashing(tmp_path / "run", cache_dir, monkeypatch, "eval M1 refine round 1", "eval=refine", "logger=none")
     it = tmp_path / "run" / "iter_01"
     before = {p: p.stat().st_mtime_ns for p in it.glob("*.done.json")}
     assert (it / "model.done.json") in before and (it / "eval.done.json") not in before
-    history = _run(tmp_path / "run", cache_dir, "eval=refine", "logger=none")
+    history = run_in_process(tmp_path / "run", cache_dir, "eval=refine", "logger=none")
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     assert not (it / "refinements.parquet").exists()
     assert set(pd.read_parquet(it / "pairs.parquet")["pair_type"]) == {"actor"}

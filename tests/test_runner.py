@@ -119,13 +119,13 @@ def test_train_with_two_torchrun_processes(tmp_path, tiny_model):
 
 
 def test_pipeline_with_stages_as_processes_and_a_worker_killed_mid_stage(tmp_path, env, reference_run):
-    """Generation and training as subprocesses through two iterations: the training worker is killed (SIGKILL)
-    mid-stage; the pipeline fails with the worker's status and log tail and keeps what was finished; the rerun
-    recovers and gives the datasets of the all-in-process reference run."""
+    """Generation and training as subprocesses: the training worker is killed (SIGKILL) mid-stage; the pipeline
+    fails with the worker's status and log tail and keeps what was finished; the rerun recovers and gives the
+    datasets of the all-in-process reference run (one iteration: `iterations` is not in any stage's identity)."""
     import pandas as pd
 
     run = tmp_path / "run"
-    args = [*TINY, "logger=none", "runner.generate.kind=subprocess", "runner.train.kind=subprocess"]
+    args = [*TINY, "iterations=1", "logger=none", "runner.generate.kind=subprocess", "runner.train.kind=subprocess"]
     proc = subprocess.Popen(pipeline_cmd(run, *args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -141,9 +141,9 @@ def test_pipeline_with_stages_as_processes_and_a_worker_killed_mid_stage(tmp_pat
     assert (run / "iter_01" / "pairs.done.json").is_file() and not (run / "iter_01" / "model.done.json").exists()
     assert not (run / "iter_01" / "model").exists()
     run_pipeline(run, *args, env=env)
-    assert not list(run.glob("iter_*/*.job")) and (run / "iter_02" / "eval.done.json").is_file()
-    for name in ("generations", "pairs"):  # same seeds, same data, wherever the stages ran
-        a, b = (pd.read_parquet(r / "iter_02" / f"{name}.parquet") for r in (run, reference_run))
+    assert not list(run.glob("iter_*/*.job")) and (run / "iter_01" / "eval.done.json").is_file()
+    for name in ("generations", "pairs", "eval"):  # same seeds, same data, wherever the stages ran
+        a, b = (pd.read_parquet(r / "iter_01" / f"{name}.parquet") for r in (run, reference_run))
         pd.testing.assert_frame_equal(a, b)
 
 
@@ -212,6 +212,11 @@ def test_vllm_response_records_match_the_hf_format_and_are_checked(tmp_path, tin
                            {"prompt_id": "p0", "sample_idx": 1, "completion": "4", "num_tokens": 1, "finish_reason": "length"}]
     hf = generate(tiny_model, PROMPTS[:1], GenerateConfig(num_samples=1, temperature=0, max_new_tokens=2))[0][0]
     assert set(records[0]) == set(hf)  # the HF backend's record, field for field
+    hinted = [{"prompt_id": "h", "messages": [{"role": "user", "content": "1 + 1?"},
+                                              {"role": "assistant", "content": "Step 1: 1 + 1 = 2"}]}]
+    hreq = build_requests("m", hinted, GenerateConfig(num_samples=1), VllmOptions())[0]
+    cont = records_from_outputs(hreq, [out(("\nAnswer: 2 ", 3, "stop"))])[0]["completion"]
+    assert cont == "\nAnswer: 2"  # a continued hint (SEELE) keeps its leading newline, as the HF backend does
     (tmp_path / "r.json").write_text(json.dumps({"records": records, "stats": {}}))
     assert read_response(tmp_path / "r.json", req)[0] == records
     (tmp_path / "bad.json").write_text(json.dumps({"records": records[:3], "stats": {}}))
