@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import statistics
 import time
 import warnings
@@ -290,19 +289,12 @@ def hinted_pairs(prompts: list[dict], judged: list[dict], cfg) -> tuple[list[dic
     made, inner = build_pairs(pseudo, cands, replace(cfg, max_pairs=None))
     back = {gid[k]: k for k in keys}
     rate = {gid[k]: groups[k][0]["hint_rate"] for k in keys}
-    per_problem: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    per_problem: dict[str, list[dict]] = defaultdict(list)
     for rec in made:
-        per_problem[back[rec["prompt_id"]][0]][rec["prompt_id"]].append(rec)
+        per_problem[back[rec["prompt_id"]][0]].append(rec)
     records: list[dict] = []
-    for pid in [p["prompt_id"] for p in prompts]:
-        by_group = per_problem.get(pid, {})
-        order = sorted(by_group)
-        random.Random(f"{cfg.seed}:{pid}:hints").shuffle(order)
-        picked, depth = [], 0
-        while len(picked) < cfg.pairs_per_prompt and any(depth < len(by_group[g]) for g in order):
-            picked += [by_group[g][depth] for g in order if depth < len(by_group[g])]
-            depth += 1
-        for rec in picked[: cfg.pairs_per_prompt]:
+    for pid in [p["prompt_id"] for p in prompts]:  # K per problem: the cap's seeded round-robin over its hints
+        for rec in _cap(per_problem[pid], cfg.pairs_per_prompt, f"{cfg.seed}:{pid}:hints"):
             g = rec["prompt_id"]
             records.append({**rec, "prompt_id": pid, "hint": back[g][1], "hint_rate": rate[g]})
     capped = _cap(records, cfg.max_pairs, cfg.seed)

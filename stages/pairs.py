@@ -105,7 +105,7 @@ def _distinct(items: list[tuple[int, str, float]]) -> list[tuple[int, str, float
     return out
 
 
-def _cap(records: list[dict], max_pairs: int | None, seed: int) -> list[dict]:
+def _cap(records: list[dict], max_pairs: int | None, seed: int | str) -> list[dict]:
     """At most max_pairs records, spread over questions: round-robin over questions in a seeded order."""
     if max_pairs is None or len(records) <= max_pairs:
         return records
