@@ -9,6 +9,7 @@ from pathlib import PurePosixPath
 
 from omegaconf import DictConfig, OmegaConf
 
+from stages.behaviors import BehaviorsConfig
 from stages.bootstrap import BootstrapConfig
 from stages.compare import PairwiseJudgeConfig
 from stages.evaluate import EvalConfig
@@ -17,6 +18,7 @@ from stages.hints import CurriculumConfig
 from stages.judge import JudgeConfig
 from stages.meta_judge import MetaJudgeConfig
 from stages.pairs import PairsConfig
+from stages.priming import PrimingConfig
 from stages.refine import RefineConfig
 from stages.self_instruct import PromptsConfig
 from stages.tasks import TaskConfig
@@ -25,7 +27,7 @@ from stages.train import PROJECT_KEYS, TrainConfig
 from stages.verify import VerifyConfig
 
 GROUPS = ("task", "prompts", "curriculum", "thought", "generate", "judge", "meta_judge", "refine", "pairs", "train",
-          "eval", "bootstrap")
+          "eval", "behaviors", "bootstrap")
 
 
 def _basename(value: str) -> str:
@@ -79,8 +81,10 @@ class StageConfigs:
     pairs: PairsConfig
     train: TrainConfig
     eval: EvalConfig
-    bootstrap: BootstrapConfig | None  # Self-Rewarding's seed fine-tuning before iteration 1 (None: off)
+    bootstrap: BootstrapConfig | PrimingConfig | None  # fine-tuning before iteration 1: Self-Rewarding's seed data
+    # (kind "seed") or Countdown priming traces (kind "priming"); None: off
     curriculum: CurriculumConfig | None = None  # SEELE's adaptive hints (None: the bare problems)
+    behaviors: BehaviorsConfig | None = None  # the behavior analysis of every iteration's samples (None: off)
 
     @property
     def llm_judge(self) -> JudgeConfig | None:
@@ -140,15 +144,7 @@ def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
     if meta_cfg and not isinstance(judge_cfg, JudgeConfig):
         raise ConfigError("meta_judge needs a pointwise LLM judge (judge=llm): it compares that judge's judgments")
     eval_cfg = _make(EvalConfig, {**values["eval"], "engine": engine}, "eval")
-    boot = dict(values["bootstrap"])
-    boot_train = boot.pop("train", {}) or {}
-    bootstrap = None
-    if boot.pop("enabled", False):
-        if judge_cfg is verify and boot.get("eft", True) and not eval_cfg.win_rate:
-            raise ConfigError("bootstrap.eft needs a model judge (judge=llm or judge=pairwise) or the eval measure "
-                              "win_rate: its judging examples use their templates")
-        bootstrap = _make(BootstrapConfig, {**boot, "train": _make(
-            TrainConfig, {"trainer": "sft", **_train_project(boot_train), "args": boot_train}, "bootstrap.train")}, "bootstrap")
+    bootstrap = _bootstrap(dict(values["bootstrap"]), task, judge_cfg is verify, eval_cfg)
     refine = _make(RefineConfig, values["refine"], "refine")
     thought = _make(ThoughtConfig, values["thought"], "thought")
     pairs = _make(PairsConfig, values["pairs"], "pairs")
@@ -156,6 +152,8 @@ def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
     prompts = _make(PromptsConfig, {**values["prompts"], "engine": engine}, "prompts")
     curriculum = _make(CurriculumConfig, values["curriculum"], "curriculum")
     curriculum = curriculum if curriculum.kind != "none" else None
+    behaviors = dict(values["behaviors"])
+    behaviors = _make(BehaviorsConfig, behaviors, "behaviors") if behaviors.pop("enabled", False) else None
     if curriculum:
         _check_curriculum(prompts, thought, judge_cfg is verify, refine, pairs)
     if prompts.source == "self_instruct" and judge_cfg is verify:
@@ -175,7 +173,29 @@ def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
         eval=eval_cfg,
         bootstrap=bootstrap,
         curriculum=curriculum,
+        behaviors=behaviors,
     )
+
+
+def _bootstrap(boot: dict, task: TaskConfig, verifiable: bool, eval_cfg: EvalConfig):
+    """The fine-tuning before iteration 1: None (off), Self-Rewarding's seed data or Countdown priming."""
+    boot_train = boot.pop("train", {}) or {}
+    kind = boot.pop("kind", "seed")
+    if not boot.pop("enabled", False):
+        return None
+    train = _make(TrainConfig, {"trainer": "sft", **_train_project(boot_train), "args": boot_train}, "bootstrap.train")
+    if kind == "priming":
+        if (task.source, task.dataset) != ("gym", "countdown"):
+            raise ConfigError(f"bootstrap=priming writes Countdown traces: use task=gym task.dataset=countdown "
+                              f"(got task {task.name})")
+        priming = _make(PrimingConfig, {**boot, "train": train}, "bootstrap")
+        return None if priming.condition == "unprimed" else priming
+    if kind != "seed":
+        raise ConfigError(f"bootstrap.kind must be 'seed' or 'priming', got {kind!r}")
+    if verifiable and boot.get("eft", True) and not eval_cfg.win_rate:
+        raise ConfigError("bootstrap.eft needs a model judge (judge=llm or judge=pairwise) or the eval measure "
+                          "win_rate: its judging examples use their templates")
+    return _make(BootstrapConfig, {**boot, "train": train}, "bootstrap")
 
 
 def _check_curriculum(prompts: PromptsConfig, thought: ThoughtConfig, verifiable: bool, refine: RefineConfig,

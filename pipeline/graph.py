@@ -150,6 +150,18 @@ def _bootstrap(inp: Inputs):
                               pairwise_template=bootstrap_pairwise_template(s), thought_cfg=s.thought), {}
 
 
+def _priming(inp: Inputs):
+    """Countdown traces that show the behaviors of `bootstrap.condition` (stages/priming.py), one per training
+    problem, in the task's own prompt."""
+    from stages.priming import priming_examples
+    from stages.tasks import load_task
+    from stages.tasks.gym import countdown_spec
+
+    s = inp.cfg
+    task = load_task(s.task)
+    return priming_examples(task.train, lambda p: task.messages(p, s.task), countdown_spec, s.bootstrap)
+
+
 def _bootstrap_model(inp: Inputs, out: Path) -> dict:
     from stages.train import train
 
@@ -215,6 +227,41 @@ def _generate_hinted(inp: Inputs):
     return seele_rounds(inp.table("prompts"), carried_rates([inp.table("generations", k) for k in range(1, t)]), cur,
                         s.generate.num_samples, sample, check, inp.scratch(),
                         load_tokenizer(model) if cur.unit == "tokens" else None)
+
+
+def _behaviors(inp: Inputs):
+    """Verification, backtracking, subgoals and backward chaining in every judged sample (stages/behaviors.py):
+    structural on Countdown, lexical everywhere; with `behaviors.classifier`, also a model's counts."""
+    from stages.behaviors import analyse
+    from stages.tasks import load_task
+    from stages.tasks.gym import countdown_spec
+
+    s = inp.cfg
+    spec = lambda pid: None  # noqa: E731
+    if (s.task.source, s.task.dataset) == ("gym", "countdown"):
+        task = load_task(s.task)
+        spec = lambda pid: countdown_spec(task.problem(pid))  # noqa: E731
+    return analyse(inp.table("judgments"), spec, _classifier(inp) if s.behaviors.classifier else None, s.behaviors)
+
+
+def _classifier(inp: Inputs) -> Callable[[list[dict]], list[str]]:
+    """The behavior classifier's answers: the named model, greedy, with the run's engine."""
+    from dataclasses import replace
+
+    from stages.generate import generate, merge_shards
+
+    s = inp.cfg
+    model = inp.model(s.behaviors.classifier)
+    greedy = replace(s.generate, num_samples=1, temperature=0.0, seed=0,
+                     max_new_tokens=s.behaviors.classifier_max_new_tokens)
+
+    def classify(asks: list[dict]) -> list[str]:
+        out = inp.launch(generate, merge=merge_shards, model_path=model, prompts=asks, cfg=greedy,
+                         desc=f"iter {inp.t} behavior classifier")[0]
+        by_id = {r["prompt_id"]: r["completion"] for r in out}
+        return [by_id[a["prompt_id"]] for a in asks]
+
+    return classify
 
 
 def scorer(judge_cfg) -> Callable:
@@ -319,7 +366,9 @@ def _eval_reads(s: StageConfigs, t: int) -> list[Read]:
 
 TABLE = [
     Stage("bootstrap", "bootstrap", FIRST, ("bootstrap", "judge", "llm_judge", "eval", "thought"), lambda s, t: [],
-          _bootstrap, when=lambda s: s.bootstrap),
+          _bootstrap, when=lambda s: s.bootstrap and s.bootstrap.kind == "seed"),
+    Stage("bootstrap", "bootstrap", FIRST, ("bootstrap", "task"), lambda s, t: [], _priming,
+          when=lambda s: s.bootstrap and s.bootstrap.kind == "priming"),
     Stage("model", "train", FIRST, ("bootstrap",), lambda s, t: [(0, "bootstrap")], _bootstrap_model,
           when=lambda s: s.bootstrap, extra=("processes", "base_model"), process=True),
     Stage("prompts", "prompts", LOOP, ("prompts", "task"),
@@ -334,6 +383,9 @@ TABLE = [
     Stage("judgments", "judge", LOOP, ("judge", "model_judge"),
           lambda s, t: [(t, "prompts"), (t, "generations")] + (_models((s.judge.model, t - 1)) if s.model_judge else []),
           _judge, process=True),
+    Stage("behaviors", "behaviors", LOOP, ("behaviors", "task", "generate"),
+          lambda s, t: [(t, "judgments")] + _models((s.behaviors.classifier, t - 1)) * bool(s.behaviors.classifier),
+          _behaviors, when=lambda s: s.behaviors, process=True),
     Stage("meta_judgments", "meta_judge", LOOP, ("meta_judge",),
           lambda s, t: [(t, "prompts"), (t, "judgments")] + _models((s.meta_judge.model, t - 1)), _meta_judge,
           when=lambda s: s.meta_judge, process=True),

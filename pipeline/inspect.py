@@ -6,6 +6,7 @@
     python -m pipeline.inspect <run dir> --meta 1                    # meta-judge comparisons (Meta-Rewarding)
     python -m pipeline.inspect <run dir> --refine 2                  # 2 prompts' refine threads, round by round
     python -m pipeline.inspect <run dir> --hints 3                   # SEELE: 3 problems' hint rate and accuracy per round
+    python -m pipeline.inspect <run dir> --behaviors 3 --behavior backtracking   # 3 samples that backtrack
 
 Every table in an iteration folder is a Parquet file: open it with pandas or datasets directly, e.g.
     pandas.read_parquet("<run>/iter_01/pairs.parquet")
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from pipeline.graph import NAMES
 from pipeline.report import format_table
+from stages.behaviors import BEHAVIORS
 
 
 def _clip(text: str, width: int) -> str:
@@ -197,6 +199,30 @@ def show_hints(run_dir: Path, n: int, iteration: int | None, width: int = 160) -
     return "\n".join(out)
 
 
+def show_behaviors(run_dir: Path, n: int, iteration: int | None, behavior: str | None = None,
+                   width: int = 600) -> str:
+    """The first n analysed samples (with `behavior`: those that show it) with their behavior counts and verdict."""
+    path, df, out = _latest(run_dir, "behaviors", 10**9, iteration)
+    if df is None:
+        return out[0] + " (the run's behaviors analysis is off, or no iteration finished it)"
+    if behavior is not None:
+        df = df[df[behavior] > 0]
+    import pandas as pd
+
+    judged = pd.read_parquet(path.with_name("judgments.parquet")).set_index(["prompt_id", "sample_idx"])
+    out = [f"\n{path}: {len(df)} samples" + (f" show {behavior}" if behavior else "") + f", first {min(n, len(df))}:"]
+    for _, r in df.head(n).iterrows():
+        j = judged.loc[(r["prompt_id"], r["sample_idx"])]
+        verdict = "" if r["correct"] is None or r["correct"] != r["correct"] else \
+            ("correct" if r["correct"] else "incorrect")
+        counts = ", ".join(f"{b} {r[b]}" + (f" (classifier {r[f'llm_{b}']})" if f"llm_{b}" in r else "")
+                           for b in BEHAVIORS)
+        out.append(f"\n--- {r['prompt_id']} sample {r['sample_idx']} {verdict}: {counts}")
+        out.append(textwrap.indent(_clip(j["continuation"] if isinstance(j.get("continuation"), str)
+                                         else j["completion"], width), "    "))
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meta", type=int, default=0, help="show the meta-judge's comparisons for this many responses")
     ap.add_argument("--refine", type=int, default=0, help="show the refine threads of this many prompts")
     ap.add_argument("--hints", type=int, default=0, help="show SEELE's hint rates and accuracies for this many problems")
+    ap.add_argument("--behaviors", type=int, default=0, help="show this many samples with their behavior counts")
+    ap.add_argument("--behavior", default=None, choices=BEHAVIORS, help="with --behaviors: only samples that show "
+                    "this behavior")
     ap.add_argument("--iteration", type=int, default=None, help="iteration to show (default: last)")
     a = ap.parse_args(argv)
     try:
@@ -220,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             print(show_refine(a.run_dir, a.refine, a.iteration))
         if a.hints:
             print(show_hints(a.run_dir, a.hints, a.iteration))
+        if a.behaviors:
+            print(show_behaviors(a.run_dir, a.behaviors, a.iteration, a.behavior))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

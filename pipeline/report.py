@@ -91,6 +91,19 @@ def warnings_for(m: dict) -> list[str]:
     return out
 
 
+def behavior_part(m: dict) -> str:
+    """"behaviors in % of samples (correct|incorrect): verification 12|30, ..." — the share of samples that show
+    each behavior (stages/behaviors.py), split by the checker's verdict when there is one."""
+    from stages.behaviors import BEHAVIORS
+
+    split = m.get("behaviors/verification_share_incorrect") is not None or \
+        m.get("behaviors/verification_share_correct") is not None
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}"  # noqa: E731
+    cells = [f"{b} " + ("|".join(pct(m.get(f"behaviors/{b}_share_{k}")) for k in ("correct", "incorrect")) if split
+                        else pct(m.get(f"behaviors/{b}_share"))) for b in BEHAVIORS]
+    return f"behaviors % of samples{' (correct|incorrect)' if split else ''}: {', '.join(cells)}"
+
+
 def print_summary_line(m: dict) -> None:
     if m["iteration"] == 0:
         print(f"[iter 0] M0 {_eval_part(m)} on {m['eval/questions']} prompts", flush=True)
@@ -129,6 +142,8 @@ def print_summary_line(m: dict) -> None:
             parts.append(f"| refine solved {solved} of prompts in {rounds} round{'s' * (rounds > 1)}, pairs "
                          f"{m.get('pairs/first_attempt_pairs', 0)} first-attempt + {m.get('pairs/retry_pairs', 0)} retry"
                          + (f" ({kinds})" if kinds else ""))
+        if "behaviors/analysed" in m:
+            parts.append(f"| {behavior_part(m)}")
         if "meta_judge/comparisons" in m:
             prefers = m.get("meta_judge/prefers_higher_score")
             parts.append(f"| meta-judge {m['meta_judge/comparisons']} comparisons, first-position share "
@@ -201,6 +216,9 @@ LINE_FIGURES = [
     ("training", "DPO, per iteration (mean over steps)", [
         ("train/loss_mean", "loss", False), ("train/rewards/margins_mean", "reward margin", False),
         ("train/logps/chosen_mean", "chosen log-probability", False)]),
+    ("behaviors", "Reasoning behaviors: share of training samples that show each", [
+        ("behaviors/verification_share", "verification", True), ("behaviors/backtracking_share", "backtracking", True),
+        ("behaviors/subgoal_share", "subgoal setting", True), ("behaviors/backward_share", "backward chaining", True)]),
     ("lengths", "Response length", [
         ("generate/mean_tokens", "samples (tokens)", False), ("eval/mean_tokens", "held-out answers (tokens)", False),
         ("generate/thought_chars", "thoughts (chars)", False)]),

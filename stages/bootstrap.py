@@ -163,3 +163,4 @@ class BootstrapConfig:
     eft: bool = True  # seed judging examples (in the pointwise judge's template and/or the pairwise template)
     seed: int = 0
     train: object = None  # a stages.train.TrainConfig (trainer sft)
+    kind = "seed"  # (a class attribute: not part of the stage's identity; stages.priming.PrimingConfig: "priming")

@@ -32,7 +32,7 @@ def test_every_preset_composes_and_validates(method, experiment, model, logger, 
     keys = plan(cfg)
     s = stage_configs(cfg)
     metas = sum(stage_configs(cfg, t).meta_judge is not None for t in range(1, cfg.iterations + 1))
-    assert len(keys) == 1 + 2 * (s.bootstrap is not None) + 6 * cfg.iterations + metas
+    assert len(keys) == 1 + 2 * (s.bootstrap is not None) + 7 * cfg.iterations + metas  # behaviors: on by default
     assert cfg.method_name == method
     if method in ("tpo", "tpo_direct"):
         assert s.thought.enabled == (method == "tpo") and s.llm_judge.model == "initial"

@@ -46,14 +46,19 @@ def test_a_config_change_changes_exactly_the_stages_that_read_it(override, first
 def test_plan_order_follows_the_table_and_the_algorithm():
     cfg = _compose("method=meta_rewarding")
     assert [n for (t, n) in plan(cfg) if t == 0] == ["bootstrap", "model", "eval"]
-    assert [n for (t, n) in plan(cfg) if t == 1] == ["prompts", "generations", "judgments", "meta_judgments", "pairs",
-                                                     "model", "eval"]
-    assert [st.name for st in stages_at(3, configs_at(cfg, 3))][3] == "pairs"  # no meta-judge in iteration 3
-    assert NAMES == ("bootstrap", "model", "prompts", "generations", "judgments", "meta_judgments", "refinements",
-                     "pairs", "eval")
-    refine = _compose("method=irpo_refine")
+    assert [n for (t, n) in plan(cfg) if t == 1] == ["prompts", "generations", "judgments", "behaviors",
+                                                     "meta_judgments", "pairs", "model", "eval"]
+    assert [st.name for st in stages_at(3, configs_at(cfg, 3))][4] == "pairs"  # no meta-judge in iteration 3
+    assert NAMES == ("bootstrap", "model", "prompts", "generations", "judgments", "behaviors", "meta_judgments",
+                     "refinements", "pairs", "eval")
+    refine = _compose("method=irpo_refine", "behaviors=none")
     assert [n for (t, n) in plan(refine) if t == 1] == ["prompts", "generations", "judgments", "refinements", "pairs",
                                                         "model", "eval"]
+    primed = _compose("task=gym", "bootstrap=priming")
+    assert [n for (t, n) in plan(primed) if t == 0] == ["bootstrap", "model", "eval"]
+    assert plan(primed)[(0, "bootstrap")].config["bootstrap"]["condition"] == "all"
+    assert [n for (t, n) in plan(_compose("task=gym", "bootstrap=priming", "bootstrap.condition=unprimed"))
+            if t == 0] == ["eval"]  # the control arm: no fine-tuning
 
 
 def test_reading_anything_undeclared_raises():

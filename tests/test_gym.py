@@ -7,7 +7,7 @@ import pytest
 
 from stages.pairs import PairsConfig, no_gold_notice
 from stages.tasks import Problem, TaskConfig, TaskInputError, load_task
-from stages.tasks.gym import _countdown_spec, check_countdown
+from stages.tasks.gym import countdown_spec, check_countdown
 from stages.verify import VerifyConfig
 
 SMALL = {"min_numbers": 3, "max_numbers": 4, "max_value": 20, "min_target": 10, "max_target": 100}
@@ -36,8 +36,8 @@ def test_generators_give_disjoint_splits_and_their_gold_answers_pass(dataset, op
 
 def test_options_are_passed_through_and_change_the_problems():
     small = _gym("countdown", options=SMALL)
-    assert {len(_countdown_spec(p)[0]) for p in small.test} <= {3, 4}
-    assert all(max(_countdown_spec(p)[0]) <= 20 for p in small.test)
+    assert {len(countdown_spec(p)[0]) for p in small.test} <= {3, 4}
+    assert all(max(countdown_spec(p)[0]) <= 20 for p in small.test)
     assert {p.question for p in _gym("countdown", options={**SMALL, "max_numbers": 3}).test} != \
         {p.question for p in small.test}
     level0 = _gym("countdown", options={"curriculum_level": 0})
@@ -84,6 +84,16 @@ COUNTDOWN = Problem(id="c1", question="Calculate 24 using all of these numbers: 
 def test_countdown_checker(answer, status, feedback):
     v = check_countdown(COUNTDOWN, f"Some reasoning.\nAnswer: {answer}", VerifyConfig())
     assert v.status == status and feedback in v.feedback, v
+
+
+def test_countdown_non_integer_intermediates_and_extra_text():
+    classic = Problem(id="c3", question="", answer="8 / (3 - 8 / 3)")  # 3, 3, 8, 8 -> 24 only through 8/3
+    assert check_countdown(classic, "Answer: 8 / (3 - 8 / 3)", VerifyConfig()).status == "correct"
+    assert check_countdown(classic, "Answer: (8 / 3 - 3) * 8", VerifyConfig()).status == "incorrect"
+    # the answer line holds the expression only (METHODS.md): words after it make it unreadable, not right
+    v = check_countdown(COUNTDOWN, "Answer: 4 * 6 * 1 * 1. This works because 4 times 6 is 24.", VerifyConfig())
+    assert v.status == "unparseable" and "not an arithmetic expression" in v.feedback
+    assert check_countdown(COUNTDOWN, "So the answer is 4 * 6 * 1 * 1", VerifyConfig()).status == "correct"
 
 
 def test_countdown_tolerance_and_no_answer():

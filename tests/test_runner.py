@@ -59,7 +59,8 @@ def test_runner_config_is_checked_and_names_the_key():
 
     from pipeline.graph import PROCESS_GROUPS
 
-    assert PROCESS_GROUPS == ("train", "prompts", "generate", "judge", "meta_judge", "refine", "eval")  # the table's
+    assert PROCESS_GROUPS == ("train", "prompts", "generate", "judge", "behaviors", "meta_judge", "refine",
+                              "eval")  # the table's
     assert runner_configs({"train": {"kind": "torchrun", "nproc": 2}}, PROCESS_GROUPS)["train"].nproc == 2
     bad = [({"judge": {"kind": "torchrun", "nproc": 2}}, r"runner.judge.nproc=2: only \['generate', 'train'\]"),
            ({"train": {"kind": "subprocess", "nproc": 2}}, "runner.train: nproc=2 needs kind=torchrun"),

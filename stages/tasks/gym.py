@@ -79,7 +79,7 @@ def _problems(cfg: TaskConfig, dataset) -> list[Problem]:
 
 def check_countdown(problem: Problem, text: str, cfg) -> Verdict:
     """Countdown: the answer expression must use the given numbers exactly once each and reach the target."""
-    numbers, target = _countdown_spec(problem)
+    numbers, target = countdown_spec(problem)
     span, how = extract_answer(text, cfg.extractors)
     if span is None:
         return Verdict(UNPARSEABLE, 0.0, 'no final answer found: end with a line "Answer: <expression>"')
@@ -108,7 +108,7 @@ def _show(x: Fraction) -> str:
     return str(x.numerator) if x.denominator == 1 else f"{float(x):.4g}"
 
 
-def _countdown_spec(problem: Problem) -> tuple[list[int], Fraction]:
+def countdown_spec(problem: Problem) -> tuple[list[int], Fraction]:
     """(numbers, target) of a Countdown problem, from its gold expression (the generator's, which uses every given
     number once; the question's wording varies between the generator's templates)."""
     value, used = evaluate_expression(ast.parse(problem.answer, mode="eval").body)
