@@ -7,10 +7,11 @@ and the published rule-based proxies cover reflection/backtracking keywords only
 arithmetic, so most behaviors are structural (METHODS.md, "Cognitive behaviors"); we parse every "a op b = c" and:
 
 * verification — a computed value compared with the target ("12 is not 24", "4 * 6 = 24, which is the target");
-* backtracking — an equation that starts again from the given numbers right after a result that is then abandoned
-  (never used again and not the target);
-* backward chaining — an equation whose left operand is the target before the target was produced ("24 / 4 = 6"),
-  or the target written as an expression ("24 = 4 * 6");
+* backtracking — an equation that starts again from the given numbers right after a path of two or more steps whose
+  result is then abandoned (never used again and not the target); a list of one-step products is not a path;
+* backward chaining — before the target is produced, an equation that takes it apart: the target as its left
+  operand with given numbers on the right ("24 / 4 = 6"), or the target written as an expression that does not
+  contain it ("24 = 4 * 6"; "12 = 12 * 2" is not);
 * subgoal — an intermediate value named ("I need 6", "subgoal: 6") and produced by a later equation.
 
 Lexical cues (below) cover general chains of thought (arithmetic word problems, code) and the words a model uses on
@@ -34,7 +35,7 @@ from typing import Callable, Iterable
 BEHAVIORS = ("verification", "backtracking", "subgoal", "backward")
 
 _NUM = r"\d+(?:\.\d+)?"
-_OPND = rf"\(?\s*{_NUM}\s*\)?"
+_OPND = rf"(?:\(\s*)?{_NUM}(?:\s*\))?"  # no optional space at both ends: no exponential backtracking
 _EXPR = rf"{_OPND}(?:\s*[-+*/×x÷]\s*{_OPND})+"
 _FORWARD = re.compile(rf"(?<![\d.])({_EXPR})\s*=\s*({_NUM})(?!\.?\d)")  # "4 * 6 = 24", "(1 + 2) * 8 = 24"
 _REVERSED = re.compile(rf"(?<![\d.*/+\-×x÷(])\s*({_NUM})\s*=\s*({_EXPR})(?!\s*=)")  # "24 = 4 * 6"
@@ -109,18 +110,20 @@ def _structural(parts: list[str], steps: list[Step], numbers: list[int], target:
         produced_before.append(set(seen))
         if not st.reversed:
             seen.add(st.result)
-    for k, st in enumerate(steps):
-        before = produced_before[k]
-        if target not in before and target not in given:
-            if st.reversed and st.result == target:
-                hits["backward"].add(st.sentence)
-            elif not st.reversed and st.operands and st.operands[0] == target:
-                hits["backward"].add(st.sentence)
-    for k, st in enumerate(forward[1:], 1):  # a restart from the given numbers after an abandoned result
+    for k, st in enumerate(steps):  # the target taken apart into given numbers and what is still needed
+        if target in produced_before[k] or target in given:
+            continue
+        if st.reversed and st.result == target and target not in st.operands:
+            hits["backward"].add(st.sentence)
+        elif not st.reversed and st.operands[0] == target and st.result != target and \
+                not Counter(st.operands[1:]) - given:
+            hits["backward"].add(st.sentence)
+    for k, st in enumerate(forward[1:], 1):  # a restart from the given numbers after an abandoned path
         prev = forward[k - 1]
         from_given = not (Counter(st.operands) - given)
+        path = any(o in {p.result for p in forward[:k - 1]} - set(given) for o in prev.operands)  # 2+ steps
         abandoned = prev.result != target and all(prev.result not in later.operands for later in forward[k:])
-        if from_given and abandoned and prev.result not in given:
+        if from_given and path and abandoned and prev.result not in given:
             hits["backtracking"].add(st.sentence)
     results_by_sentence: dict[int, set[Fraction]] = {}
     for st in forward:

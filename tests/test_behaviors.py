@@ -14,10 +14,10 @@ from stages.behaviors import BEHAVIORS, analyse, count_behaviors, parse_count
 FIXTURE = Path(__file__).parent / "fixtures" / "behaviors.jsonl"
 # Floors on the fixture (44 chains written for the project, 28 Countdown and 16 arithmetic word problems; labels are
 # presence per chain, by METHODS.md's definitions). Measured 2026-12-02: verification P 1.00 R 0.94, backtracking
-# P 1.00 R 0.86, subgoal P 1.00 R 0.90, backward P 1.00 R 0.88. The floors leave room for one more miss or false
+# P 1.00 R 0.79, subgoal P 1.00 R 0.90, backward P 1.00 R 0.88. The floors leave room for one more miss or false
 # alarm per behavior (8-18 positives each, so one chain moves recall by 6-13 points) and fail on a detector that
 # fires on the clear negatives or stops seeing a whole form of a behavior.
-FLOORS = {"verification": (0.9, 0.85), "backtracking": (0.85, 0.75), "subgoal": (0.85, 0.75), "backward": (0.85, 0.75)}
+FLOORS = {"verification": (0.9, 0.85), "backtracking": (0.85, 0.7), "subgoal": (0.85, 0.75), "backward": (0.85, 0.75)}
 
 
 def _fixture() -> list[dict]:
@@ -55,6 +55,10 @@ def test_detectors_precision_and_recall_on_the_hand_labelled_chains(capsys):
     ("4 * 6 = 24. 24 * 1 = 24.", [4, 6, 1], 24, {}),
     # restating the problem is not verification; naming the target itself is not a subgoal
     ("The target is 24 and we need to reach 24 with 4, 6, 1.", [4, 6, 1], 24, {}),
+    # what an unprimed 135M model writes on Countdown: a list of one-step products is not backtracking, the target
+    # multiplied by itself is not backward chaining (seen in a real run before these rules were tightened)
+    ("1. 20 * 18 = 360 2. 5 * 18 = 90 3. 20 * 5 = 100 Answer: 90", [5, 20, 18], 55, {}),
+    ("1. 12 = 12 * 2 2. 9 = 9 * 2 3. 12 * 12 = 144", [2, 9, 4], 12, {}),
     ("24 / 4 = 6, so I need 6 from 6 and 1: 6 * 1 = 6. Then 4 * 6 = 24.", [4, 6, 1], 24, {"backward": 1, "subgoal": 1}),
     ("24 = 4 * 6, and 6 * 1 = 6.", [4, 6, 1], 24, {"backward": 1}),
     ("4 + 6 = 10, 10 + 1 = 11. 4 * 6 = 24, 24 * 1 = 24.", [4, 6, 1], 24, {"backtracking": 1}),
@@ -104,3 +108,18 @@ def test_classifier_counts_are_parsed_and_compared_with_the_rules():
     assert records[0]["llm_backtracking"] == 2 and records[1]["llm_backtracking"] == 0
     assert stats["llm_backtracking_agreement"] == 1.0 and stats["llm_subgoal_agreement"] == 0.5
 
+
+
+def test_long_chains_without_an_equals_sign_are_read_in_linear_time():
+    """A model's runaway "3 * 3 * 3 * ..." once made the equation pattern backtrack exponentially (optional spaces on
+    both sides of every operand): 14 operands took over 20 s, each one more doubled it. The alarm fails the test
+    instead of hanging the suite."""
+    import signal
+
+    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("catastrophic backtracking")))
+    signal.alarm(20)
+    try:
+        assert count_behaviors(" * ".join(["3"] * 400) + " and so on", [3, 3, 3], 27)["backward"] == 0
+        assert count_behaviors("( 1 + 2 ) * " * 200 + "x", [1, 2], 9) == {b: 0 for b in BEHAVIORS}
+    finally:
+        signal.alarm(0)
