@@ -11,8 +11,9 @@ resident set size of the whole process tree (the pipeline and every worker it st
 completion markers' times), and the held-out accuracy per iteration, to show the levers leave results alone.
 
 Variants: ``baseline`` = the settings before the memory work (DPO keeps every activation for the backward pass,
-every model kept: ``train.gradient_checkpointing=false keep_models=all``); ``shipped`` = the defaults. (Memory
-is also given back to the system after every model stage now, in both.)
+every model kept: ``train.gradient_checkpointing=false keep_models=all``); ``shipped`` = the defaults;
+``dpo-2x4`` = the defaults with DPO's batching before 2026-12-02 (2 pairs per micro-batch x 4 accumulation steps
+instead of 8 x 1). (Memory is also given back to the system after every model stage now, in all.)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "baseline": ["train.gradient_checkpointing=false", "keep_models=all"],
     "shipped": [],
+    "dpo-2x4": ["train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=4"],  # the DPO batching before
 }
 
 

@@ -29,7 +29,8 @@ import common  # noqa: F401
 from common import arithmetic_prompts, header, matmul_flops, model_path, table, time_dpo
 
 CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkpointing on / off), +batchN (N pairs
-    # per micro-batch, 8 per step): variants to compare
+    # per micro-batch, 8 per step), +trlhead (TRL's fused LM head as TRL sets it, without the stage's CPU setting):
+    # variants to compare
     # (padding_free is accepted but a no-op in TRL 1.16: "temporarily unavailable", it falls back to padding)
     "trl-defaults": "TRL DPOTrainer, DPOConfig defaults + use_cpu=True",
     "trl-fp32": "TRL DPOTrainer, DPOConfig defaults + use_cpu=True, bf16=False (for CPUs without native bf16)",
@@ -95,13 +96,20 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
             args["gradient_checkpointing"] = "ckpt" in parts
         for b in (int(x[5:]) for x in parts if x.startswith("batch")):
             args.update(per_device_train_batch_size=b, gradient_accumulation_steps=8 // b)
+        if "trlhead" in parts:
+            import contextlib
+
+            import stages.train
+
+            stages.train._cpu_lm_head = contextlib.nullcontext
         train(path, records, Path(out_dir) / "model", TrainConfig(args=args))
         from stages.modeling import cpu_has_bf16
 
         settings = {"bf16": f"auto ({cpu_has_bf16()} on this CPU)",
                     "gradient_checkpointing": args["gradient_checkpointing"],
                     "precompute_ref": args.get("precompute_ref_log_probs", False),
-                    "batch": f"{args['per_device_train_batch_size']} x {args['gradient_accumulation_steps']}"}
+                    "batch": f"{args['per_device_train_batch_size']} x {args['gradient_accumulation_steps']}",
+                    "lm_head": "TRL's" if "trlhead" in parts else "CPU setting"}
     secs = timed["train"]
     tok = load_tokenizer(path)
     tokens = 0

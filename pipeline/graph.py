@@ -529,17 +529,6 @@ class Run:
         else:
             self.store.table(t, stage.name, lambda: stage.run(inp))
         if stage.process:
+            from stages.modeling import release_memory
+
             release_memory()
-
-
-def release_memory() -> None:
-    """Give the memory of a finished model stage back to the system: its model and tensors are garbage by now, but
-    glibc keeps freed heap pages in the process, and the next stage (or a training worker) would stack on them."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass

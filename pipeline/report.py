@@ -92,7 +92,7 @@ def warnings_for(m: dict) -> list[str]:
 
 
 def behavior_part(m: dict) -> str:
-    """"behaviors in % of samples (correct|incorrect): verification 12|30, ..." — the share of samples that show
+    """The "behaviors in % of samples (correct|incorrect): verification 12|30, ..." — the share of samples that show
     each behavior (stages/behaviors.py), split by the checker's verdict when there is one."""
     from stages.behaviors import BEHAVIORS
 

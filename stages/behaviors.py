@@ -104,20 +104,16 @@ def _structural(parts: list[str], steps: list[Step], numbers: list[int], target:
     hits: dict[str, set[int]] = {b: set() for b in BEHAVIORS}
     given = Counter(Fraction(n) for n in numbers)
     forward = [st for st in steps if not st.reversed]
-    produced_before: list[set[Fraction]] = []
-    seen: set[Fraction] = set()
-    for st in steps:
-        produced_before.append(set(seen))
+    produced: set[Fraction] = set()  # results of the forward steps so far
+    for st in steps:  # before the target is produced: the target taken apart into given numbers and what is needed
+        if target not in produced and target not in given:
+            if st.reversed and st.result == target and target not in st.operands:
+                hits["backward"].add(st.sentence)
+            elif not st.reversed and st.operands[0] == target and st.result != target and \
+                    not Counter(st.operands[1:]) - given:
+                hits["backward"].add(st.sentence)
         if not st.reversed:
-            seen.add(st.result)
-    for k, st in enumerate(steps):  # the target taken apart into given numbers and what is still needed
-        if target in produced_before[k] or target in given:
-            continue
-        if st.reversed and st.result == target and target not in st.operands:
-            hits["backward"].add(st.sentence)
-        elif not st.reversed and st.operands[0] == target and st.result != target and \
-                not Counter(st.operands[1:]) - given:
-            hits["backward"].add(st.sentence)
+            produced.add(st.result)
     for k, st in enumerate(forward[1:], 1):  # a restart from the given numbers after an abandoned path
         prev = forward[k - 1]
         from_given = not (Counter(st.operands) - given)
@@ -133,9 +129,9 @@ def _structural(parts: list[str], steps: list[Step], numbers: list[int], target:
         here = results_by_sentence.get(i, set())
         mentioned = set(_numbers(sent))
         values = (here | computed) & mentioned
-        has_target = target in mentioned or bool(_TARGET_WORD.search(sent))
-        if values and has_target and _COMPARE.search(sent) and (values - {target} or target in here or
-                                                                 _TARGET_WORD.search(sent)):
+        word = bool(_TARGET_WORD.search(sent))
+        if values and (target in mentioned or word) and _COMPARE.search(sent) and \
+                (values - {target} or target in here or word):
             hits["verification"].add(i)
         computed |= here
         for m in _NAMED.finditer(sent):

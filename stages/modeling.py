@@ -17,6 +17,22 @@ def pick_device(device: str = "auto") -> str:
     return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
 
 
+def release_memory(collect: bool = True) -> None:
+    """Give freed memory back to the system: collect garbage (unless `collect` is false: tensors are freed when
+    their last reference goes, the collector only finds cycles), then have glibc return its free heap pages. Freed
+    tensors otherwise stay in the process's heap (glibc keeps them for reuse, fragmented), and the next stage, the
+    next training step's optimizer states or a training worker stack on them."""
+    import ctypes
+    import gc
+
+    if collect:
+        gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX-BF16: bf16 matmuls are fast on this CPU (elsewhere they are emulated and slow)."""

@@ -154,7 +154,7 @@ def _inverse(target: Fraction, known: int, op: str, known_first: bool) -> tuple[
     return (f"{k} / {t}", _show(known / target)) if known_first else (f"{t} * {k}", _show(target * known))
 
 
-def trace(p: Plan, condition: str, all_length: int | None = None) -> str:
+def trace(p: Plan, condition: str) -> str:
     """The chain of thought and answer line of one condition (see the module docstring)."""
     t = _show(p.target)
     nums = ", ".join(map(str, p.numbers))
@@ -162,7 +162,7 @@ def trace(p: Plan, condition: str, all_length: int | None = None) -> str:
     if condition == "empty":
         return answer
     if condition == "filler":
-        n = all_length if all_length is not None else len(trace(p, "all"))
+        n = len(trace(p, "all"))
         return (". " * (max(n - len(answer), 2) // 2)).rstrip() + "\n" + answer
     if condition == "no_behaviors":
         return f"{_eqs(p.solution.steps)}.\n{answer}"

@@ -100,3 +100,48 @@ def test_no_examples_keeps_the_model_unchanged(tiny_model, tmp_path):
     assert metrics["skipped"] and metrics["steps"] == 0
     before, after = _weights(tiny_model), _weights(tmp_path / "same")
     assert _changed(before, after) == 0
+
+
+def test_cpu_lm_head_matches_trls_own_head(tiny_model, monkeypatch):
+    """The train stage's CPU setting of TRL's fused LM head (only labelled positions, narrow vocabulary tiles)
+    gives TRL's own log-probabilities, entropies and gradients; and TRL still has the names it sets (a TRL
+    upgrade that renames them would silently fall back to the slow head)."""
+    from contextlib import nullcontext
+
+    import trl.trainer.utils as head
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from stages.train import CPU_VOCAB_TILE, _cpu_lm_head
+
+    assert hasattr(head, "_use_triton") and hasattr(head, "_CHUNKED_LOGPROB_CHUNK_SIZE")
+    scored = []  # (positions, vocabulary tile) of every call of TRL's chunked log-prob function
+    apply = head._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(head._ChunkedLogProbFunction, "apply",
+                        lambda *a: scored.append((a[0].shape[0], a[5])) or apply(*a))
+
+    def run(ctx):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        assert model.config.vocab_size > 2 * CPU_VOCAB_TILE  # several tiles, one of them partial
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+        ids = torch.randint(0, model.config.vocab_size, (3, 24), generator=torch.Generator().manual_seed(0))
+        labels = ids.clone()
+        labels[:, :9] = -100  # the prompt
+        labels[2, 17:] = -100  # padding
+        with ctx:
+            out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+            (out.log_probs.sum() + 0.1 * out.entropy.sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out, grads
+
+    saved = head._use_triton, head._CHUNKED_LOGPROB_CHUNK_SIZE
+    ours, ours_grads = run(_cpu_lm_head())
+    assert (head._use_triton, head._CHUNKED_LOGPROB_CHUNK_SIZE) == saved  # restored after the block
+    trls, trls_grads = run(nullcontext())
+    assert scored == [(2 * 15 + 8, CPU_VOCAB_TILE), (3 * 23, saved[1])]  # labelled positions only vs all of them
+    for field in ("log_probs", "entropy", "mean_logits"):
+        torch.testing.assert_close(getattr(ours, field), getattr(trls, field), rtol=1e-4, atol=1e-5)
+    assert torch.equal(ours.is_top1, trls.is_top1)
+    assert ours_grads.keys() == trls_grads.keys() and ours_grads
+    for n in ours_grads:
+        torch.testing.assert_close(ours_grads[n], trls_grads[n], rtol=1e-3, atol=1e-6)
