@@ -134,8 +134,8 @@ def _cpu_lm_head():
 
     TRL 1.16 tunes the head for Triton GPUs. Elsewhere it projects *every* position, prompt and padding included
     (compacting would recompile Neuron graphs on every batch), through 32768-wide vocabulary tiles whose torch
-    fallback makes several full-tile fp32 temporaries: for a DPO micro-batch of 2 pairs that is about 1.5 GB of
-    transient memory and full-vocabulary work on tokens whose labels are ignored. On CPU, where eager torch has no
+    fallback makes several full-tile fp32 temporaries: full-vocabulary work on tokens whose labels are ignored, and
+    0.45 GB more peak memory at 2 pairs per micro-batch (benchmarks/bench_train.py). On CPU, where eager torch has no
     recompilation to avoid, this scores only the labelled positions and narrows the tiles to ``CPU_VOCAB_TILE``.
     The log-probabilities are the same up to float summation order (tested against TRL's own head). TRL's module
     names are private, so a TRL without them is left alone (tests/test_train.py notices at the pinned version).
@@ -155,9 +155,10 @@ def _cpu_lm_head():
 
 
 def _release_memory_callback():
-    """Return the heap's free pages before every optimizer step (stages/modeling.py ``release_memory``): the
-    previous step's activations are garbage by then, and without it the step's optimizer states and the next
-    micro-batch stack on them (the default job's DPO peak ~0.3 GB lower on CPU, no slower: benchmarks/bench_memory.py)."""
+    """Return the heap's free pages at the start of every step and before every optimizer update (stages/modeling.py
+    ``release_memory``): the last micro-batch's activations are garbage by then, and without it the optimizer
+    states and the next micro-batch stack on them (the default job's peak 4.88 -> 4.58 GB, 351 -> 365 s in one run
+    each, the same numbers: benchmarks/bench_memory.py)."""
     from transformers import TrainerCallback
 
     from stages.modeling import release_memory

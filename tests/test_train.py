@@ -102,6 +102,7 @@ def test_no_examples_keeps_the_model_unchanged(tiny_model, tmp_path):
     assert _changed(before, after) == 0
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU setting applies only where training runs on CPU")
 def test_cpu_lm_head_matches_trls_own_head(tiny_model, monkeypatch):
     """The train stage's CPU setting of TRL's fused LM head (only labelled positions, narrow vocabulary tiles)
     gives TRL's own log-probabilities, entropies and gradients; and TRL still has the names it sets (a TRL
