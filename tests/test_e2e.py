@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -112,8 +114,14 @@ def test_inspect_prints_summary_and_pairs(reference_run, env):
     assert p.stdout.count("CHOSEN (gold solution") == 2
 
 
-def _kill_when(cmd: list[str], env: dict, ready, timeout: float = 300) -> None:
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_when(cmd: list[str], env: dict, ready, timeout: float = 300, stderr: bytearray | None = None) -> None:
+    """Run `cmd`, SIGKILL it as soon as `ready()` holds; with `stderr`, what the run writes there is collected into
+    it as it comes (for kill points only the progress bars show)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL if stderr is None else subprocess.PIPE)
+    if stderr is not None:
+        threading.Thread(target=lambda: [stderr.extend(c) for c in iter(lambda: proc.stderr.read1(4096), b"")],
+                         daemon=True).start()
     t0 = time.time()
     try:
         while not ready():
@@ -139,13 +147,14 @@ def test_resume_after_kill_between_stages_matches_uninterrupted(tmp_path, env, r
 
 def test_resume_after_kill_inside_training(tmp_path, env, reference_run):
     run = tmp_path / "run"
-    def training_for_a_while():
-        if (run / "iter_02" / "model.tmp").exists():
-            time.sleep(1.5)  # well into the DPO steps (the smoke run trains for several seconds)
-            return True
-        return False
+    err = bytearray()
 
-    _kill_when(pipeline_cmd(run, *TINY, "logger=none"), env, training_for_a_while)
+    def training_for_a_while():  # iteration 2's DPO between optimizer steps: its progress bar shows k/N, 0 < k < N
+        # (a fixed sleep after the stage began raced the tiny model's ~1 s of training on a fast CPU)
+        bars = re.findall(rb"iter 2 train \(dpo, \d+ examples\): +\d+%\|[^|]*\| (\d+)/(\d+)", bytes(err))
+        return any(0 < int(k) < int(n) for k, n in bars)
+
+    _kill_when(pipeline_cmd(run, *TINY, "logger=none"), env, training_for_a_while, stderr=err)
     assert not (run / "iter_02" / "model").exists() and not (run / "iter_02" / "model.done.json").exists()
     assert (run / "iter_02" / "pairs.done.json").exists()
     assert (run / "iter_01" / "model" / "model.safetensors").exists()  # M1 is still read: not pruned
