@@ -117,7 +117,8 @@ def _structural(parts: list[str], steps: list[Step], numbers: list[int], target:
     for k, st in enumerate(forward[1:], 1):  # a restart from the given numbers after an abandoned path
         prev = forward[k - 1]
         from_given = not (Counter(st.operands) - given)
-        path = any(o in {p.result for p in forward[:k - 1]} - set(given) for o in prev.operands)  # 2+ steps
+        earlier = {p.result for p in forward[:k - 1]} - set(given)
+        path = any(o in earlier for o in prev.operands)  # prev builds on an earlier step: a path of 2+ steps
         abandoned = prev.result != target and all(prev.result not in later.operands for later in forward[k:])
         if from_given and path and abandoned and prev.result not in given:
             hits["backtracking"].add(st.sentence)

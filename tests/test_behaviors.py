@@ -109,7 +109,6 @@ def test_classifier_counts_are_parsed_and_compared_with_the_rules():
     assert stats["llm_backtracking_agreement"] == 1.0 and stats["llm_subgoal_agreement"] == 0.5
 
 
-
 def test_long_chains_without_an_equals_sign_are_read_in_linear_time():
     """A model's runaway "3 * 3 * 3 * ..." once made the equation pattern backtrack exponentially (optional spaces on
     both sides of every operand): 14 operands took over 20 s, each one more doubled it. The alarm fails the test
