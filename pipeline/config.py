@@ -42,8 +42,15 @@ def _basename(value: str) -> str:
     return name or "model"
 
 
-if not OmegaConf.has_resolver("basename"):
-    OmegaConf.register_new_resolver("basename", _basename)
+def _folder_name(value: str) -> str:
+    """One folder name from a sweep job's overrides: a '/' in a value (a path, an org/model id) would otherwise
+    make Hydra nest the job several folders deep, where neither the report nor a rerun finds it by name."""
+    return str(value).replace("/", "%2F")
+
+
+for _name, _fn in (("basename", _basename), ("folder_name", _folder_name)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 
 class ConfigError(ValueError):

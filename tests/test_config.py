@@ -257,3 +257,17 @@ def test_train_processes_enter_the_model_key_generation_processes_do_not():
     assert multi[(1, "generations")].key == base[(1, "generations")].key  # same samples however many processes
     assert multi[(1, "model")].key != base[(1, "model")].key  # the global batch doubled
     assert multi[(1, "model")].config["processes"] == 2 and base[(1, "model")].config["processes"] == 1
+
+
+def test_a_sweep_job_gets_one_folder_named_by_what_sets_it_apart():
+    """Where runs and models go is not part of a job's folder name, and a '/' in a value does not nest the job
+    (`-m seed=0,1 paths.output_dir=/data/runs` once put each job four folders deep, where the report and a rerun
+    looked for it by name)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True, overrides=[
+            "paths.output_dir=/data/runs", "paths.cache_dir=/data/models", "model.name_or_path=/models/m", "seed=1"])
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.hydra.sweep.subdir == "model.name_or_path=%2Fmodels%2Fm,seed=1"
+    assert cfg.hydra.sweep.dir == "/data/runs/irpo-m-arithmetic/multirun"
