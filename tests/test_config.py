@@ -157,9 +157,10 @@ def test_an_override_of_a_scheduled_field_is_refused_not_ignored():
     assert stage_configs(cfg, 3).train.args["learning_rate"] == 1e-6
 
 
-def test_default_schedule_halves_the_learning_rate_after_iteration_1():
+def test_default_schedule_lowers_the_learning_rate_after_iteration_1():
     cfg = _compose()
-    assert [stage_configs(cfg, t).train.args["learning_rate"] for t in (1, 2, 3)] == [2e-5, 1e-5, 1e-5]
+    assert [stage_configs(cfg, t).train.args["learning_rate"] for t in (1, 2, 3)] == [2e-5, 5e-6, 5e-6]
+    assert (stage_configs(cfg, 1).pairs.pairs_per_prompt, stage_configs(cfg, 1).pairs.max_pairs) == (4, 128)
 
 
 @pytest.mark.parametrize("override,message", [
