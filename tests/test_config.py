@@ -158,9 +158,16 @@ def test_an_override_of_a_scheduled_field_is_refused_not_ignored():
 
 
 def test_default_schedule_lowers_the_learning_rate_after_iteration_1():
-    cfg = _compose()
-    assert [stage_configs(cfg, t).train.args["learning_rate"] for t in (1, 2, 3)] == [2e-5, 5e-6, 5e-6]
-    assert (stage_configs(cfg, 1).pairs.pairs_per_prompt, stage_configs(cfg, 1).pairs.max_pairs) == (4, 128)
+    """IRPO and its baselines (conf/method/irpo.yaml): K=4, 2e-5 then 5e-6; the judge-based methods keep the
+    project-wide 2e-5 then 1e-5 their figures were measured with."""
+    for method in ("irpo", "dpo", "star"):
+        cfg = _compose(f"method={method}")
+        assert [stage_configs(cfg, t).train.args["learning_rate"] for t in (1, 2, 3)] == [2e-5, 5e-6, 5e-6]
+    pairs = stage_configs(_compose(), 1).pairs
+    assert (pairs.pairs_per_prompt, pairs.max_pairs) == (4, 128)
+    assert stage_configs(_compose("method=dpo"), 1).pairs == pairs
+    cfg = _compose("method=self_rewarding")
+    assert [stage_configs(cfg, t).train.args["learning_rate"] for t in (1, 2, 3)] == [2e-5, 1e-5, 1e-5]
 
 
 @pytest.mark.parametrize("override,message", [
