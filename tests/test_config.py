@@ -276,6 +276,9 @@ def test_a_sweep_job_gets_one_folder_named_by_what_sets_it_apart():
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="config", return_hydra_config=True, overrides=[
             "paths.output_dir=/data/runs", "paths.cache_dir=/data/models", "model.name_or_path=/models/m", "seed=1"])
-    HydraConfig.instance().set_config(cfg)
-    assert cfg.hydra.sweep.subdir == "model.name_or_path=%2Fmodels%2Fm,seed=1"
-    assert cfg.hydra.sweep.dir == "/data/runs/irpo-m-arithmetic/multirun"
+    HydraConfig.instance().set_config(cfg)  # what ${hydra:job.override_dirname} reads, as in a sweep's job
+    try:
+        assert cfg.hydra.sweep.subdir == "model.name_or_path=%2Fmodels%2Fm,seed=1"
+        assert cfg.hydra.sweep.dir == "/data/runs/irpo-m-arithmetic/multirun"
+    finally:
+        HydraConfig.instance().cfg = None
