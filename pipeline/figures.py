@@ -30,8 +30,9 @@ def line_panel(ax, series: list[Series], title: str, percent: bool) -> None:
     for i, s in enumerate(series):
         c = COLORS[i % len(COLORS)]
         ax.plot(s.x, [scale * v for v in s.y], marker="o", color=c, label=s.label)
-        if s.lo is not None:
-            ax.fill_between(s.x, [scale * v for v in s.lo], [scale * v for v in s.hi], color=c, alpha=0.18, lw=0)
+        if s.lo is not None:  # a rate's band stops at 0% and 100% (a t interval over 3 seeds can reach past them)
+            lo, hi = ([min(max(scale * v, 0), 100) if percent else scale * v for v in b] for b in (s.lo, s.hi))
+            ax.fill_between(s.x, lo, hi, color=c, alpha=0.18, lw=0)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("iteration")
     if percent:

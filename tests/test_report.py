@@ -64,6 +64,24 @@ def test_runs_differing_only_by_seed_form_one_setting_labelled_by_what_sets_it_a
     assert s.y[2] == pytest.approx(0.65)
 
 
+def test_a_rates_band_stops_at_0_and_100_percent():
+    """Three seeds at 18, 55 and 54% give a t interval of 42 ± 52 points: the figure's band is drawn within
+    0-100%, other panels' bands as computed."""
+    import matplotlib.pyplot as plt
+
+    from pipeline.figures import Series, line_panel
+
+    s = Series("irpo", [0, 1], [0.06, 0.42], lo=[0.06, -0.10], hi=[0.06, 0.95])
+    fig, (a, b) = plt.subplots(1, 2)
+    line_panel(a, [s], "accuracy", percent=True)
+    line_panel(b, [Series("irpo", [0, 1], [1.0, -2.0], lo=[1.0, -3.5], hi=[1.0, 0.5])], "margin", percent=False)
+    ya = a.collections[0].get_paths()[0].vertices[:, 1]
+    yb = b.collections[0].get_paths()[0].vertices[:, 1]
+    plt.close(fig)
+    assert ya.min() == pytest.approx(0.0) and ya.max() == pytest.approx(95.0)
+    assert yb.min() == pytest.approx(-3.5) and yb.max() == pytest.approx(1.0)
+
+
 def test_a_single_run_gets_a_bootstrap_interval_from_its_held_out_problems(tmp_path):
     run = _run(tmp_path / "one", 0, [], [0.25])
     (run.path / "iter_00").mkdir(parents=True)
