@@ -13,7 +13,8 @@ completion markers' times), and the held-out accuracy per iteration, to show the
 Variants: ``baseline`` = the settings before the memory work (DPO keeps every activation for the backward pass,
 every model kept: ``train.gradient_checkpointing=false keep_models=all``); ``shipped`` = the defaults;
 ``dpo-2x4`` = the defaults with DPO's batching before 2026-12-02 (2 pairs per micro-batch x 4 accumulation steps
-instead of 8 x 1). (Memory is also given back to the system after every model stage now, in all.)
+instead of 8 x 1); ``adamw-8bit`` = the defaults with bitsandbytes' 8-bit AdamW for DPO instead of torch's fused
+AdamW (fp32 moments). (Memory is also given back to the system after every model stage now, in all.)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ VARIANTS = {
     "baseline": ["train.gradient_checkpointing=false", "keep_models=all"],
     "shipped": [],
     "dpo-2x4": ["train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=4"],  # the DPO batching before
+    "adamw-8bit": ["+train.optim=adamw_bnb_8bit"],  # DPO's AdamW moments in 8 bits (bitsandbytes), not the default
 }
 
 

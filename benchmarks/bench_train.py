@@ -29,7 +29,8 @@ import common  # noqa: F401
 from common import arithmetic_prompts, header, matmul_flops, model_path, table, time_dpo
 
 CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkpointing on / off), +batchN (N pairs
-    # per micro-batch, 8 per step), +trlhead (TRL's fused LM head as TRL sets it, without the stage's CPU setting):
+    # per micro-batch, 8 per step), +trlhead (TRL's fused LM head as TRL sets it, without the stage's CPU setting),
+    # +adam8 (bitsandbytes' 8-bit AdamW instead of TRL's default fused AdamW with fp32 moments):
     # variants to compare
     # (padding_free is accepted but a no-op in TRL 1.16: "temporarily unavailable", it falls back to padding)
     "trl-defaults": "TRL DPOTrainer, DPOConfig defaults + use_cpu=True",
@@ -96,6 +97,8 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
             args["gradient_checkpointing"] = "ckpt" in parts
         for b in (int(x[5:]) for x in parts if x.startswith("batch")):
             args.update(per_device_train_batch_size=b, gradient_accumulation_steps=8 // b)
+        if "adam8" in parts:
+            args["optim"] = "adamw_bnb_8bit"
         if "trlhead" in parts:
             import contextlib
 
@@ -109,7 +112,8 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
                     "gradient_checkpointing": args["gradient_checkpointing"],
                     "precompute_ref": args.get("precompute_ref_log_probs", False),
                     "batch": f"{args['per_device_train_batch_size']} x {args['gradient_accumulation_steps']}",
-                    "lm_head": "TRL's" if "trlhead" in parts else "CPU setting"}
+                    "lm_head": "TRL's" if "trlhead" in parts else "CPU setting",
+                    "optim": args.get("optim", "TRL's default")}
     secs = timed["train"]
     tok = load_tokenizer(path)
     tokens = 0
