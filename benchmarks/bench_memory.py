@@ -14,9 +14,7 @@ Variants: ``baseline`` = the settings before the memory work (DPO keeps every ac
 every model kept: ``train.gradient_checkpointing=false keep_models=all``); ``shipped`` = the defaults;
 ``dpo-2x4`` = the defaults with DPO's batching before 2026-12-02 (2 pairs per micro-batch x 4 accumulation steps
 instead of 8 x 1); ``adamw-8bit`` = the defaults with bitsandbytes' 8-bit AdamW for DPO instead of torch's fused
-AdamW (fp32 moments); ``glibc-heap`` = the defaults with glibc's own mmap threshold (128 KiB, rising to the
-size of each large block freed, up to 32 MiB) instead of the pipeline's fixed 1 MiB, i.e. the allocator before
-2026-12-02's evening. (Memory is also given back to the system after every model stage now, in all.)
+AdamW (fp32 moments). (Memory is also given back to the system after every model stage now, in all.)
 """
 
 from __future__ import annotations
@@ -42,12 +40,7 @@ VARIANTS = {
     "shipped": [],
     "dpo-2x4": ["train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=4"],  # the DPO batching before
     "adamw-8bit": ["+train.optim=adamw_bnb_8bit"],  # DPO's AdamW moments in 8 bits (bitsandbytes), not the default
-    "glibc-heap": [],  # the defaults, but glibc's own mmap threshold (see GLIBC_HEAP)
 }
-# The pipeline with its allocator setting switched off (pipeline.limit_heap_fragmentation, called by setup_process):
-# the same code otherwise, so the difference is the setting alone.
-GLIBC_HEAP = ("import runpy, pipeline; pipeline.limit_heap_fragmentation = lambda *a, **k: None; "
-              "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)")
 
 
 def tree_rss(root: int) -> int:
@@ -89,8 +82,7 @@ def stage_at(run: Path, when: float) -> str:
 
 def run_variant(name: str, overrides: list[str], iterations: int, workdir: Path) -> dict:
     run = workdir / name
-    entry = ["-c", GLIBC_HEAP] if name == "glibc-heap" else ["-m", "pipeline"]
-    cmd = [sys.executable, *entry, f"hydra.run.dir={run}", f"iterations={iterations}", "logger.mode=offline",
+    cmd = [sys.executable, "-m", "pipeline", f"hydra.run.dir={run}", f"iterations={iterations}", "logger.mode=offline",
            *VARIANTS[name], *overrides]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -30,8 +30,7 @@ from common import arithmetic_prompts, header, matmul_flops, model_path, table, 
 
 CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkpointing on / off), +batchN (N pairs
     # per micro-batch, 8 per step), +trlhead (TRL's fused LM head as TRL sets it, without the stage's CPU setting),
-    # +adam8 (bitsandbytes' 8-bit AdamW instead of TRL's default fused AdamW with fp32 moments), +glibcheap (glibc's own
-    # mmap threshold instead of the 1 MiB every pipeline process sets, pipeline.limit_heap_fragmentation):
+    # +adam8 (bitsandbytes' 8-bit AdamW instead of TRL's default fused AdamW with fp32 moments):
     # variants to compare
     # (padding_free is accepted but a no-op in TRL 1.16: "temporarily unavailable", it falls back to padding)
     "trl-defaults": "TRL DPOTrainer, DPOConfig defaults + use_cpu=True",
@@ -90,12 +89,8 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
     else:
         from stages.train import TrainConfig, train
 
-        parts = config.split("+")[1:]
-        if "glibcheap" not in parts:
-            from pipeline import limit_heap_fragmentation
-
-            limit_heap_fragmentation()  # as every pipeline process does; before the model's tensors are allocated
         args = shipped_args()
+        parts = config.split("+")[1:]
         if "precompute" in parts:
             args["precompute_ref_log_probs"] = True
         if "ckpt" in parts or "nockpt" in parts:
@@ -118,8 +113,7 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
                     "precompute_ref": args.get("precompute_ref_log_probs", False),
                     "batch": f"{args['per_device_train_batch_size']} x {args['gradient_accumulation_steps']}",
                     "lm_head": "TRL's" if "trlhead" in parts else "CPU setting",
-                    "optim": args.get("optim", "TRL's default"),
-                    "mmap threshold": "glibc's" if "glibcheap" in parts else "1 MiB"}
+                    "optim": args.get("optim", "TRL's default")}
     secs = timed["train"]
     tok = load_tokenizer(path)
     tokens = 0
