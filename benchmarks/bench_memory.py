@@ -14,7 +14,10 @@ Variants: ``baseline`` = the settings before the memory work (DPO keeps every ac
 every model kept: ``train.gradient_checkpointing=false keep_models=all``); ``shipped`` = the defaults;
 ``dpo-2x4`` = the defaults with DPO's batching before 2026-12-02 (2 pairs per micro-batch x 4 accumulation steps
 instead of 8 x 1); ``adamw-8bit`` = the defaults with bitsandbytes' 8-bit AdamW for DPO instead of torch's fused
-AdamW (fp32 moments). (Memory is also given back to the system after every model stage now, in all.)
+AdamW (fp32 moments); ``mmap-1mib`` = the defaults with ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment
+(glibc maps every block of 1 MiB or more afresh and unmaps it when freed, instead of reusing its heap: no heap
+fragmentation, but every tensor's pages are faulted in and zeroed again). (Memory is also given back to the
+system after every model stage now, in all.)
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ VARIANTS = {
     "shipped": [],
     "dpo-2x4": ["train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=4"],  # the DPO batching before
     "adamw-8bit": ["+train.optim=adamw_bnb_8bit"],  # DPO's AdamW moments in 8 bits (bitsandbytes), not the default
+    "mmap-1mib": [],  # the defaults, run with the environment in VARIANT_ENV
 }
+VARIANT_ENV = {"mmap-1mib": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}}
 
 
 def tree_rss(root: int) -> int:
@@ -84,7 +89,7 @@ def run_variant(name: str, overrides: list[str], iterations: int, workdir: Path)
     run = workdir / name
     cmd = [sys.executable, "-m", "pipeline", f"hydra.run.dir={run}", f"iterations={iterations}", "logger.mode=offline",
            *VARIANTS[name], *overrides]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **VARIANT_ENV.get(name, {})}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

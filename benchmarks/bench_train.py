@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import subprocess
@@ -30,7 +31,8 @@ from common import arithmetic_prompts, header, matmul_flops, model_path, table, 
 
 CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkpointing on / off), +batchN (N pairs
     # per micro-batch, 8 per step), +trlhead (TRL's fused LM head as TRL sets it, without the stage's CPU setting),
-    # +adam8 (bitsandbytes' 8-bit AdamW instead of TRL's default fused AdamW with fp32 moments):
+    # +adam8 (bitsandbytes' 8-bit AdamW instead of TRL's default fused AdamW with fp32 moments), +mmap1m (the worker
+    # started with MALLOC_MMAP_THRESHOLD_=1048576: glibc maps every block of 1 MiB or more afresh, see README):
     # variants to compare
     # (padding_free is accepted but a no-op in TRL 1.16: "temporarily unavailable", it falls back to padding)
     "trl-defaults": "TRL DPOTrainer, DPOConfig defaults + use_cpu=True",
@@ -113,7 +115,8 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
                     "precompute_ref": args.get("precompute_ref_log_probs", False),
                     "batch": f"{args['per_device_train_batch_size']} x {args['gradient_accumulation_steps']}",
                     "lm_head": "TRL's" if "trlhead" in parts else "CPU setting",
-                    "optim": args.get("optim", "TRL's default")}
+                    "optim": args.get("optim", "TRL's default"),
+                    "mmap threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc's")}
     secs = timed["train"]
     tok = load_tokenizer(path)
     tokens = 0
@@ -156,8 +159,9 @@ def main() -> None:
     rows, base = [], None
     for config in a.configs.split(","):
         with tempfile.TemporaryDirectory() as out:
+            env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": str(1 << 20)} if "+mmap1m" in config else {})}
             p = subprocess.run([sys.executable, __file__, "--worker", config, "--model", a.model, "--pairs",
-                                str(a.pairs), "--out", out], capture_output=True, text=True)
+                                str(a.pairs), "--out", out], capture_output=True, text=True, env=env)
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
         if p.returncode != 0 or line is None:
             print(f"{config}: failed ({p.returncode})\n{p.stderr[-3000:]}", flush=True)
