@@ -130,7 +130,8 @@ def main() -> None:
            f"python benchmarks/bench_memory.py --iterations {args.iterations} --variants {args.variants}"
            + (" -- " + " ".join(overrides) if overrides else ""),
            f"iterations={args.iterations} {' '.join(overrides)}; variants: "
-           + "; ".join(f"{n}: {' '.join(VARIANTS[n]) or 'defaults'}" for n in names))
+           + "; ".join(f"{n}: {' '.join(VARIANTS[n]) or 'defaults'}"
+                      + "".join(f" with {k}={v}" for k, v in VARIANT_ENV.get(n, {}).items()) for n in names))
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for name in names:
