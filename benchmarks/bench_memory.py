@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 import common  # noqa: F401
-from common import header, table
+from common import MMAP_1MIB_ENV, header, table
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -45,7 +45,7 @@ VARIANTS = {
     "adamw-8bit": ["+train.optim=adamw_bnb_8bit"],  # DPO's AdamW moments in 8 bits (bitsandbytes), not the default
     "mmap-1mib": [],  # the defaults, run with the environment in VARIANT_ENV
 }
-VARIANT_ENV = {"mmap-1mib": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}}
+VARIANT_ENV = {"mmap-1mib": MMAP_1MIB_ENV}
 
 
 def tree_rss(root: int) -> int:

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import common  # noqa: F401
-from common import arithmetic_prompts, header, matmul_flops, model_path, table, time_dpo
+from common import MMAP_1MIB_ENV, arithmetic_prompts, header, matmul_flops, model_path, table, time_dpo
 
 CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkpointing on / off), +batchN (N pairs
     # per micro-batch, 8 per step), +trlhead (TRL's fused LM head as TRL sets it, without the stage's CPU setting),
@@ -159,7 +159,7 @@ def main() -> None:
     rows, base = [], None
     for config in a.configs.split(","):
         with tempfile.TemporaryDirectory() as out:
-            env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": str(1 << 20)} if "+mmap1m" in config else {})}
+            env = {**os.environ, **(MMAP_1MIB_ENV if "mmap1m" in config.split("+")[1:] else {})}
             p = subprocess.run([sys.executable, __file__, "--worker", config, "--model", a.model, "--pairs",
                                 str(a.pairs), "--out", out], capture_output=True, text=True, env=env)
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
