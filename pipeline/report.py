@@ -428,6 +428,15 @@ def headline(groups: list[Group]) -> str:
     return "eval/accuracy"
 
 
+def panel_title(groups: list[Group], key: str, title: str) -> str:
+    """On the rule-checked instruction task (every run logs eval/instruction_accuracy) eval/accuracy is the share of
+    prompts meeting every constraint, not an answer's accuracy: the panel says so."""
+    if key == "eval/accuracy" and all("eval/instruction_accuracy" in m for g in groups for r in g.runs
+                                      for m in r.history):
+        return "prompts meeting every constraint"
+    return title
+
+
 def _figures(groups: list[Group], out: Path) -> list[tuple[Path, str]]:
     from pipeline import figures
 
@@ -437,7 +446,7 @@ def _figures(groups: list[Group], out: Path) -> list[tuple[Path, str]]:
         for key, ptitle, percent in panels:
             ss = [s for s in (series(g, key) for g in groups) if s]
             if ss:
-                drawn.append((ptitle, [s for s, _ in ss], percent))
+                drawn.append((panel_title(groups, key, ptitle), [s for s, _ in ss], percent))
         if drawn:
             made.append((figures.lines(out / f"{name}.png", title, drawn), title))
     rounds = max(refine_rounds(m) for g in groups for r in g.runs for m in r.history)

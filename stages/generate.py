@@ -200,6 +200,15 @@ def _kv_cache_class():
             self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
             return self.keys, self.values
 
+        def batch_select_indices(self, indices):
+            """Finished sequences leave the batch: the rows are gathered from the buffers in one copy."""
+            n = self.get_seq_length()
+            if n and self.key_buffer is not None and self.keys.data_ptr() == self.key_buffer.data_ptr():
+                self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+                self.keys, self.values = self.key_buffer[:, :, :n], self.value_buffer[:, :, :n]
+            else:
+                super().batch_select_indices(indices)
+
     class GrowingCache(DynamicCache):
         def __init__(self):
             Cache.__init__(self, layer_class_to_replicate=GrowingLayer)

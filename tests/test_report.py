@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from pipeline.report import (RunData, bootstrap_interval, find_runs, group_runs, main, series, summary_table,
-                             t_interval, write_report)
+from pipeline.report import (RunData, bootstrap_interval, find_runs, group_runs, main, panel_title, series,
+                             summary_table, t_interval, write_report)
 
 
 def _run(path: Path, seed: int, overrides: list[str], accs: list[float], method: str = "irpo") -> RunData:
@@ -80,6 +80,16 @@ def test_a_rates_band_stops_at_0_and_100_percent():
     plt.close(fig)
     assert ya.min() == pytest.approx(0.0) and ya.max() == pytest.approx(95.0)
     assert yb.min() == pytest.approx(-3.5) and yb.max() == pytest.approx(1.0)
+
+
+def test_the_held_out_panel_names_what_eval_accuracy_means_on_the_constraint_task(tmp_path):
+    run = _run(tmp_path / "a", 0, [], [0.1, 0.3])
+    assert panel_title(group_runs([run]), "eval/accuracy", "accuracy (strict)") == "accuracy (strict)"
+    for m in run.history:
+        m["eval/instruction_accuracy"] = 0.5
+    groups = group_runs([run])
+    assert panel_title(groups, "eval/accuracy", "accuracy (strict)") == "prompts meeting every constraint"
+    assert panel_title(groups, "eval/instruction_accuracy", "constraints met") == "constraints met"
 
 
 def test_a_single_run_gets_a_bootstrap_interval_from_its_held_out_problems(tmp_path):
