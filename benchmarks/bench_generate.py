@@ -41,28 +41,15 @@ def baseline(path: str, prompts: list[dict], n: int, tokens: int, seed: int) -> 
     return generated, time.perf_counter() - t0
 
 
-def stage(path: str, prompts: list[dict], n: int, tokens: int, seed: int, batch: int, dtype: str,
-          concat_cache: bool = False) -> tuple[int, float]:
-    """concat_cache: decode with transformers' DynamicCache, which concatenates every layer's keys and values
-    with each new token, instead of the stage's growing buffers (the same tokens: the before/after of that
-    change, side by side)."""
-    import stages.generate
+def stage(path: str, prompts: list[dict], n: int, tokens: int, seed: int, batch: int, dtype: str) -> tuple[int, float]:
     from stages.generate import GenerateConfig, generate
     from stages.modeling import load_model, load_tokenizer
 
     cfg = GenerateConfig(num_samples=n, max_new_tokens=tokens, batch_size=batch, seed=seed, dtype=dtype, device="cpu")
     tok, model = load_tokenizer(path), load_model(path, dtype, "cpu")
-    shipped = stages.generate._kv_cache_class
-    if concat_cache:
-        from transformers import DynamicCache
-
-        stages.generate._kv_cache_class = lambda: DynamicCache
-    try:
-        t0 = time.perf_counter()
-        records, _ = generate(path, prompts, cfg, desc=f"stage b{batch} {dtype}", model=model, tokenizer=tok)
-        return sum(r["num_tokens"] for r in records), time.perf_counter() - t0
-    finally:
-        stages.generate._kv_cache_class = shipped
+    t0 = time.perf_counter()
+    records, _ = generate(path, prompts, cfg, desc=f"stage b{batch} {dtype}", model=model, tokenizer=tok)
+    return sum(r["num_tokens"] for r in records), time.perf_counter() - t0
 
 
 def main() -> None:
@@ -99,9 +86,6 @@ def main() -> None:
             if fast != "float32":
                 runs.append((f"stage: batch {b}, bf16", fast,
                              lambda b=b: stage(path, prompts, a.samples, a.tokens, a.seed, b, fast)))
-        b = max(map(int, a.batches.split(",")))
-        runs.append((f"stage: batch {b}, {'bf16' if fast != 'float32' else 'fp32'}, concatenating KV cache", fast,
-                     lambda: stage(path, prompts, a.samples, a.tokens, a.seed, b, fast, concat_cache=True)))
         rows, base = [], None
         for label, dtype, fn in runs:
             tokens, secs = fn()

@@ -4,14 +4,13 @@ Prompts are rendered with the model's chat template, sorted by length and batche
 x ``num_samples`` sequences per forward) so little compute goes to padding; each batch is seeded with
 ``seed + batch index``, so the same inputs and config give the same completions. Decoding is the stage's own
 loop (``decode``) over the model's KV cache rather than ``model.generate``: each prompt is encoded once and its
-cache repeated for its samples, a finished sequence leaves the batch, the cache grows its buffers in chunks
-instead of concatenating every layer's keys and values with each new token, and top-p sampling finds the
-nucleus among the 1024 most likely tokens and draws from it instead of sorting and drawing over the whole
-vocabulary (measured: the sort and the draw took a third of generation time, the concatenation a fifth).
-Greedy decoding gives exactly ``generate``'s tokens; sampling draws from the same nucleus distribution, but
-not the same tokens as ``generate`` for a given seed. ``temperature: 0`` is greedy decoding (one completion
-per prompt). Runs on CPU or GPU (``device``); ``dtype: auto`` picks bf16 where the hardware does it natively
-(a CUDA GPU, or a CPU with AVX512-BF16) and fp32 elsewhere — bf16 changes the numerics, not the algorithm.
+cache repeated for its samples, a finished sequence leaves the batch, and top-p sampling finds the nucleus
+among the 1024 most likely tokens and draws from it instead of sorting and drawing over the whole vocabulary
+(measured: those two took a third of generation time). Greedy decoding gives exactly ``generate``'s tokens;
+sampling draws from the same nucleus distribution, but not the same tokens as ``generate`` for a given seed. ``temperature: 0`` is
+greedy decoding (one completion per prompt). Runs on CPU or GPU (``device``); ``dtype: auto`` picks bf16
+where the hardware does it natively (a CUDA GPU, or a CPU with AVX512-BF16) and fp32 elsewhere — bf16
+changes the numerics, not the algorithm.
 
     from stages.generate import GenerateConfig, generate
     recs, stats = generate("path/to/model", [{"prompt_id": "a", "messages": [...]}], GenerateConfig())
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import torch
 from tqdm.auto import tqdm
@@ -166,63 +164,6 @@ def _tidy(text: str, continued: bool) -> str:
 
 
 NUCLEUS_CANDIDATES = 1024  # top-p is looked for among the most likely tokens first (exact: see _top_p_sample)
-CACHE_CHUNK = 64  # KV-cache positions a layer's buffers grow by when full (see _kv_cache)
-
-
-@lru_cache(maxsize=None)
-def _kv_cache_class():
-    """transformers' DynamicCache with layers that keep keys and values in buffers grown CACHE_CHUNK positions at a
-    time and give attention views of the filled length. Its own DynamicLayer concatenates a layer's whole cache
-    with every new token: O(length^2) copying, 21% of decoding time in torch.profiler at the stage's shapes
-    (batch 16 x 4 samples, 128 tokens, bf16, 2-core CPU). The views hold the same values, so attention computes
-    the same numbers (tests compare the tokens and logits with DynamicCache's). Whatever replaces a layer's
-    tensors instead of extending them (batch selection when sequences finish, repeating the prompt's cache per
-    sample, offloading) leaves tensors that are not views of the buffers; the next update copies them into new
-    buffers. Defined at first use so that importing this module does not import transformers."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import Cache, DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        key_buffer = value_buffer = None
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            n, end = self.get_seq_length(), self.get_seq_length() + key_states.shape[-2]
-            buf = self.key_buffer
-            if (buf is None or end > buf.shape[-2] or buf.shape[0] != key_states.shape[0]
-                    or (n and self.keys.data_ptr() != buf.data_ptr())):
-                self.key_buffer, self.value_buffer = (
-                    _grown(old, new, n, end + CACHE_CHUNK)
-                    for old, new in ((self.keys, key_states), (self.values, value_states)))
-            self.key_buffer[:, :, n:end] = key_states
-            self.value_buffer[:, :, n:end] = value_states
-            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices):
-            """Finished sequences leave the batch: the rows are gathered from the buffers in one copy."""
-            n = self.get_seq_length()
-            if n and self.key_buffer is not None and self.keys.data_ptr() == self.key_buffer.data_ptr():
-                self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
-                self.keys, self.values = self.key_buffer[:, :, :n], self.value_buffer[:, :, :n]
-            else:
-                super().batch_select_indices(indices)
-
-    class GrowingCache(DynamicCache):
-        def __init__(self):
-            Cache.__init__(self, layer_class_to_replicate=GrowingLayer)
-
-    return GrowingCache
-
-
-def _grown(old: torch.Tensor, new: torch.Tensor, n: int, capacity: int) -> torch.Tensor:
-    """A [batch, heads, capacity, head_dim] buffer holding the first n positions of old."""
-    b, h, _, d = new.shape
-    buf = new.new_empty(b, h, capacity, d)
-    if n:
-        buf[:, :, :n] = old
-    return buf
 
 
 @torch.inference_mode()
@@ -232,9 +173,11 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: Ge
     ids, rows of a prompt together, padded with pad_id after the first stop token. The prompts are encoded once
     and their KV cache repeated per sample; a finished sequence leaves the batch, so it costs no more compute;
     sampling draws from the top-p nucleus only (temperature 0: greedy)."""
+    from transformers import DynamicCache
+
     n, rows = cfg.num_samples, input_ids.shape[0] * cfg.num_samples
     stop = torch.tensor(stops, device=input_ids.device)
-    cache = _kv_cache_class()()
+    cache = DynamicCache()
     pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, past_key_values=cache,
                    use_cache=True, logits_to_keep=1).logits[:, -1].float()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import stages.generate
-from stages.generate import GenerateConfig, _kv_cache_class, _top_p_sample, decode, generate
+from stages.generate import GenerateConfig, _top_p_sample, decode, generate
 from stages.modeling import load_model, load_tokenizer, stop_token_ids
 
 PROMPTS = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "What is 12 + 30? Think step by step."}],
@@ -53,44 +52,6 @@ def test_samples_repeat_the_prompt_cache_and_finished_rows_leave_the_batch(smol)
     for i in range(3):
         for s in range(3):
             assert three[3 * i + s].tolist() == single[i].tolist()
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_the_growing_kv_cache_gives_exactly_the_logits_of_transformers_dynamic_cache(smol, monkeypatch, dtype):
-    """decode's cache hands attention views of buffers instead of concatenating: the logits must be bit for bit
-    DynamicCache's through everything decode does to a cache — a left-padded prefill, repeating it per sample,
-    growing past a full buffer (3 positions per growth here), and rows leaving the batch."""
-    from transformers import DynamicCache
-
-    monkeypatch.setattr(stages.generate, "CACHE_CHUNK", 3)
-    tok, model = smol
-    model = model.to(dtype)
-    try:
-        batch = _batch(tok)
-        logits = {}
-        for name, cache in (("dynamic", DynamicCache()), ("growing", _kv_cache_class()())):
-            ids, mask = batch["input_ids"], batch["attention_mask"]
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.inference_mode():
-                out = [model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache).logits[:, -1]]
-                cache.batch_repeat_interleave(2)
-                mask, pos = mask.repeat_interleave(2, 0), pos[:, -1:].repeat_interleave(2, 0)
-                token = out[0].argmax(-1).repeat_interleave(2, 0)
-                for step in range(10):
-                    if step == 5:  # rows 1 and 4 finish
-                        keep = torch.tensor([0, 2, 3, 5])
-                        cache.batch_select_indices(keep)
-                        mask, pos, token = mask[keep], pos[keep], token[keep]
-                    mask, pos = torch.cat([mask, mask.new_ones(len(mask), 1)], 1), pos + 1
-                    out.append(model(input_ids=token[:, None], attention_mask=mask, position_ids=pos,
-                                     past_key_values=cache).logits[:, -1])
-                    token = out[-1].argmax(-1)
-            logits[name] = out
-        assert isinstance(cache, DynamicCache) and cache.get_seq_length() == batch["input_ids"].shape[1] + 10
-        for a, b in zip(logits["dynamic"], logits["growing"]):
-            assert torch.equal(a, b)
-    finally:
-        model.to(torch.float32)
 
 
 def test_top_p_sampling_draws_only_from_the_nucleus_with_its_probabilities():
