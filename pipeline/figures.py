@@ -25,27 +25,29 @@ class Series:
     hi: list[float] | None = None
 
 
-def line_panel(ax, series: list[Series], title: str, percent: bool) -> None:
-    scale = 100 if percent else 1
+def line_panel(ax, series: list[Series], title: str, unit: str | None) -> None:
+    """unit "%": a rate in [0, 1] drawn in percent; "p": a probability drawn as is; None: any other figure. The band
+    of a rate or probability stops at its bounds (a t interval over 3 seeds can reach past them)."""
+    scale, top = {"%": (100, 100), "p": (1, 1)}.get(unit, (1, None))
     for i, s in enumerate(series):
         c = COLORS[i % len(COLORS)]
         ax.plot(s.x, [scale * v for v in s.y], marker="o", color=c, label=s.label)
-        if s.lo is not None:  # a rate's band stops at 0% and 100% (a t interval over 3 seeds can reach past them)
-            lo, hi = ([min(max(scale * v, 0), 100) if percent else scale * v for v in b] for b in (s.lo, s.hi))
+        if s.lo is not None:
+            lo, hi = ([scale * v if top is None else min(max(scale * v, 0), top) for v in b] for b in (s.lo, s.hi))
             ax.fill_between(s.x, lo, hi, color=c, alpha=0.18, lw=0)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("iteration")
-    if percent:
+    if unit == "%":
         ax.set_ylabel("%")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
 
 
-def lines(path: Path, title: str, panels: list[tuple[str, list[Series], bool]]) -> Path:
-    """One row of line panels, (panel title, series, percent?) each; the legend once, under the row."""
+def lines(path: Path, title: str, panels: list[tuple[str, list[Series], str | None]]) -> Path:
+    """One row of line panels, (panel title, series, unit) each; the legend once, under the row."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (name, series, percent) in zip(axes[0], panels):
-        line_panel(ax, series, name, percent)
+    for ax, (name, series, unit) in zip(axes[0], panels):
+        line_panel(ax, series, name, unit)
     _legend(fig, axes[0][0])
     return _save(fig, path, title)
 

@@ -204,24 +204,25 @@ def print_table(history: list[dict], run_dir: Path) -> None:
 # setting (seeds), averaged with a 95% interval across them
 NOT_A_SETTING = ("seed", "run_name", "paths", "logger", "on_change", "keep_models", "runner")
 
-# (file, title, panels: (metric, panel title, percent?)); a panel without data is left out, a figure without panels too
+# (file, title, panels: (metric, panel title, unit: "%" a rate drawn in percent, "p" a probability, None: other));
+# a panel without data is left out, a figure without panels too
 LINE_FIGURES = [
     ("heldout", "Held-out evaluation", [
-        ("eval/accuracy", "accuracy (strict)", True), ("eval/accuracy_lenient", "accuracy (lenient)", True),
-        ("eval/instruction_accuracy", "constraints met", True), ("eval/vs_m0_win_rate", "win rate vs M0", True),
-        ("eval/judge_agreement", "judge agreement with gold", False)]),
+        ("eval/accuracy", "accuracy (strict)", "%"), ("eval/accuracy_lenient", "accuracy (lenient)", "%"),
+        ("eval/instruction_accuracy", "constraints met", "%"), ("eval/vs_m0_win_rate", "win rate vs M0", "%"),
+        ("eval/judge_agreement", "judge agreement with gold", "p")]),
     ("samples", "Training samples", [
-        ("judge/accuracy", "sample accuracy (checker)", True), ("judge/score_mean", "mean judge score", False),
-        ("pairs/count", "preference pairs", False), ("pairs/prompt_yield", "problems with a pair", True)]),
+        ("judge/accuracy", "sample accuracy (checker)", "%"), ("judge/score_mean", "mean judge score", None),
+        ("pairs/count", "preference pairs", None), ("pairs/prompt_yield", "problems with a pair", "%")]),
     ("training", "DPO, per iteration (mean over steps)", [
-        ("train/loss_mean", "loss", False), ("train/rewards/margins_mean", "reward margin", False),
-        ("train/logps/chosen_mean", "chosen log-probability", False)]),
+        ("train/loss_mean", "loss", None), ("train/rewards/margins_mean", "reward margin", None),
+        ("train/logps/chosen_mean", "chosen log-probability", None)]),
     ("behaviors", "Reasoning behaviors: share of training samples that show each", [
-        ("behaviors/verification_share", "verification", True), ("behaviors/backtracking_share", "backtracking", True),
-        ("behaviors/subgoal_share", "subgoal setting", True), ("behaviors/backward_share", "backward chaining", True)]),
+        ("behaviors/verification_share", "verification", "%"), ("behaviors/backtracking_share", "backtracking", "%"),
+        ("behaviors/subgoal_share", "subgoal setting", "%"), ("behaviors/backward_share", "backward chaining", "%")]),
     ("lengths", "Response length", [
-        ("generate/mean_tokens", "samples (tokens)", False), ("eval/mean_tokens", "held-out answers (tokens)", False),
-        ("generate/thought_chars", "thoughts (chars)", False)]),
+        ("generate/mean_tokens", "samples (tokens)", None), ("eval/mean_tokens", "held-out answers (tokens)", None),
+        ("generate/thought_chars", "thoughts (chars)", None)]),
 ]
 # per-problem columns of eval.parquet behind a held-out rate, for a bootstrap interval over problems (a single run)
 PER_PROBLEM = {"eval/accuracy": "correct", "eval/accuracy_lenient": "correct_lenient"}
@@ -443,16 +444,16 @@ def _figures(groups: list[Group], out: Path) -> list[tuple[Path, str]]:
     made = []
     for name, title, panels in LINE_FIGURES:
         drawn = []
-        for key, ptitle, percent in panels:
+        for key, ptitle, unit in panels:
             ss = [s for s in (series(g, key) for g in groups) if s]
             if ss:
-                drawn.append((panel_title(groups, key, ptitle), [s for s, _ in ss], percent))
+                drawn.append((panel_title(groups, key, ptitle), [s for s, _ in ss], unit))
         if drawn:
             made.append((figures.lines(out / f"{name}.png", title, drawn), title))
     rounds = max(refine_rounds(m) for g in groups for r in g.runs for m in r.history)
     if rounds:
         drawn = [(f"after {k} feedback round{'s' * (k != 1)}" if k else "first answer",
-                  [s for s, _ in filter(None, (series(g, f"eval/accuracy_round_{k}") for g in groups))], True)
+                  [s for s, _ in filter(None, (series(g, f"eval/accuracy_round_{k}") for g in groups))], "%")
                  for k in range(rounds + 1)]
         made.append((figures.lines(out / "refine.png", "Held-out accuracy by feedback round", drawn),
                      "Held-out accuracy by feedback round"))

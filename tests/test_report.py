@@ -64,22 +64,32 @@ def test_runs_differing_only_by_seed_form_one_setting_labelled_by_what_sets_it_a
     assert s.y[2] == pytest.approx(0.65)
 
 
-def test_a_rates_band_stops_at_0_and_100_percent():
+def test_a_rates_band_stops_at_its_bounds():
     """Three seeds at 18, 55 and 54% give a t interval of 42 ± 52 points: the figure's band is drawn within
-    0-100%, other panels' bands as computed."""
+    0-100%; a probability's (judge agreement) within 0-1; other panels' bands as computed."""
     import matplotlib.pyplot as plt
 
     from pipeline.figures import Series, line_panel
 
     s = Series("irpo", [0, 1], [0.06, 0.42], lo=[0.06, -0.10], hi=[0.06, 0.95])
-    fig, (a, b) = plt.subplots(1, 2)
-    line_panel(a, [s], "accuracy", percent=True)
-    line_panel(b, [Series("irpo", [0, 1], [1.0, -2.0], lo=[1.0, -3.5], hi=[1.0, 0.5])], "margin", percent=False)
-    ya = a.collections[0].get_paths()[0].vertices[:, 1]
-    yb = b.collections[0].get_paths()[0].vertices[:, 1]
+    fig, (a, p, b) = plt.subplots(1, 3)
+    line_panel(a, [s], "accuracy", "%")
+    line_panel(p, [Series("mr", [0, 1], [0.51, 0.9], lo=[0.5, 0.6], hi=[0.52, 1.2])], "judge agreement", "p")
+    line_panel(b, [Series("irpo", [0, 1], [1.0, -2.0], lo=[1.0, -3.5], hi=[1.0, 0.5])], "margin", None)
+    ya, yp, yb = (ax.collections[0].get_paths()[0].vertices[:, 1] for ax in (a, p, b))
     plt.close(fig)
     assert ya.min() == pytest.approx(0.0) and ya.max() == pytest.approx(95.0)
+    assert yp.min() == pytest.approx(0.5) and yp.max() == pytest.approx(1.0)
     assert yb.min() == pytest.approx(-3.5) and yb.max() == pytest.approx(1.0)
+
+
+def test_every_held_out_rate_panel_is_bounded():
+    """A rate or probability drawn without bounds would let its seeds' band leave [0, 1] (judge agreement did)."""
+    from pipeline.report import LINE_FIGURES
+
+    units = {key: unit for _, _, panels in LINE_FIGURES for key, _, unit in panels}
+    assert units["eval/judge_agreement"] == "p"
+    assert all(units[k] == "%" for k in units if k.endswith(("accuracy", "_share", "_rate", "_yield", "lenient")))
 
 
 def test_the_held_out_panel_names_what_eval_accuracy_means_on_the_constraint_task(tmp_path):
