@@ -170,16 +170,6 @@ def _release_memory_callback():
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             release_memory(collect=False)
 
-        def on_train_end(self, args, state, control, optimizer=None, **kwargs):
-            # the optimizer's moments (twice the weights, fp32) are never saved: free them before the model is
-            # saved, which copies the weights once more
-            import torch
-
-            inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds torch's optimizer
-            if isinstance(inner, torch.optim.Optimizer):
-                inner.state.clear()
-            release_memory()
-
     return ReleaseMemory()
 
 
