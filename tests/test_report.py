@@ -83,7 +83,7 @@ def test_a_rates_band_stops_at_its_bounds():
     assert yb.min() == pytest.approx(-3.5) and yb.max() == pytest.approx(1.0)
 
 
-def test_every_held_out_rate_panel_is_bounded():
+def test_every_rate_panel_is_bounded():
     """A rate or probability drawn without bounds would let its seeds' band leave [0, 1] (judge agreement did)."""
     from pipeline.report import LINE_FIGURES
 
