@@ -16,8 +16,9 @@ every model kept: ``train.gradient_checkpointing=false keep_models=all``); ``shi
 instead of 8 x 1); ``adamw-8bit`` = the defaults with bitsandbytes' 8-bit AdamW for DPO instead of torch's fused
 AdamW (fp32 moments); ``mmap-1mib`` = the defaults with ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment
 (glibc maps every block of 1 MiB or more afresh and unmaps it when freed, instead of reusing its heap: no heap
-fragmentation, but every tensor's pages are faulted in and zeroed again). (Memory is also given back to the
-system after every model stage now, in all.)
+fragmentation, but every tensor's pages are faulted in and zeroed again); ``hugetlb`` = the defaults with
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc >= 2.35 asks the kernel for transparent huge pages on its heap and
+mappings). (Memory is also given back to the system after every model stage now, in all.)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 import common  # noqa: F401
-from common import MMAP_1MIB_ENV, header, table
+from common import HUGETLB_ENV, MMAP_1MIB_ENV, header, table
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -44,8 +45,9 @@ VARIANTS = {
     "dpo-2x4": ["train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=4"],  # the DPO batching before
     "adamw-8bit": ["+train.optim=adamw_bnb_8bit"],  # DPO's AdamW moments in 8 bits (bitsandbytes), not the default
     "mmap-1mib": [],  # the defaults, run with the environment in VARIANT_ENV
+    "hugetlb": [],  # the defaults, run with the environment in VARIANT_ENV
 }
-VARIANT_ENV = {"mmap-1mib": MMAP_1MIB_ENV}
+VARIANT_ENV = {"mmap-1mib": MMAP_1MIB_ENV, "hugetlb": HUGETLB_ENV}
 
 
 def tree_rss(root: int) -> int:

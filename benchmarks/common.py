@@ -21,6 +21,8 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 # glibc's own variable for a process started with it: every block of 1 MiB or more gets its own mapping, unmapped
 # when freed (no heap fragmentation; every tensor's pages faulted in and zeroed again). The opt-in the README measures.
 MMAP_1MIB_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+# glibc >= 2.35 tunable: malloc asks for transparent huge pages (madvise) on its heap and large mappings
+HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
 
 def time_calls(owner, name: str, into: dict, bucket: str) -> None:
