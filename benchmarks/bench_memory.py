@@ -18,7 +18,11 @@ AdamW (fp32 moments); ``mmap-1mib`` = the defaults with ``MALLOC_MMAP_THRESHOLD_
 (glibc maps every block of 1 MiB or more afresh and unmaps it when freed, instead of reusing its heap: no heap
 fragmentation, but every tensor's pages are faulted in and zeroed again); ``hugetlb`` = the defaults with
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc >= 2.35 asks the kernel for transparent huge pages on its heap and
-mappings). (Memory is also given back to the system after every model stage now, in all.)
+mappings); ``train-subprocess`` = the defaults with DPO in its own Python process
+(``runner.train.kind=subprocess``: the training heap starts clean, and its memory goes back when that process ends, at
+the price of importing torch, transformers and TRL again each iteration); ``jemalloc`` = the defaults with
+``SELFIMPROVE_MALLOC=jemalloc`` (the job restarts itself with jemalloc as its allocator instead of glibc's malloc:
+``apt-get install libjemalloc2``). (Memory is also given back to the system after every model stage now, in all.)
 """
 
 from __future__ import annotations
@@ -46,8 +50,10 @@ VARIANTS = {
     "adamw-8bit": ["+train.optim=adamw_bnb_8bit"],  # DPO's AdamW moments in 8 bits (bitsandbytes), not the default
     "mmap-1mib": [],  # the defaults, run with the environment in VARIANT_ENV
     "hugetlb": [],  # the defaults, run with the environment in VARIANT_ENV
+    "train-subprocess": ["runner.train.kind=subprocess"],  # DPO in its own process, the rest as shipped
+    "jemalloc": [],  # the defaults, run with the environment in VARIANT_ENV
 }
-VARIANT_ENV = {"mmap-1mib": MMAP_1MIB_ENV, "hugetlb": HUGETLB_ENV}
+VARIANT_ENV = {"mmap-1mib": MMAP_1MIB_ENV, "hugetlb": HUGETLB_ENV, "jemalloc": {"SELFIMPROVE_MALLOC": "jemalloc"}}
 
 
 def tree_rss(root: int) -> int:
