@@ -25,6 +25,17 @@ MMAP_1MIB_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
 
+def jemalloc_env() -> dict:
+    """The environment that starts a process with jemalloc as its allocator (LD_PRELOAD), as
+    ``SELFIMPROVE_MALLOC=jemalloc`` starts `python -m pipeline`; exits when jemalloc is not installed."""
+    from pipeline import JEMALLOC, JEMALLOC_CONF, find_jemalloc
+
+    lib = find_jemalloc()
+    if lib is None:
+        sys.exit(f"jemalloc ({JEMALLOC}) is not installed: apt-get install libjemalloc2, or leave out +jemalloc")
+    return {"LD_PRELOAD": lib, "MALLOC_CONF": os.environ.get("MALLOC_CONF", JEMALLOC_CONF)}
+
+
 def time_calls(owner, name: str, into: dict, bucket: str) -> None:
     """Wrap owner.name so that every call adds its wall time to into[bucket] (instrumentation, same code runs)."""
     fn = getattr(owner, name)

@@ -9,8 +9,9 @@ Examples:
 
 import sys
 
-from pipeline import quiet_libraries, setup_process
+from pipeline import preload_allocator, quiet_libraries, setup_process
 
+preload_allocator()  # SELFIMPROVE_MALLOC=jemalloc: re-executes this command line once on jemalloc, before any work
 setup_process()
 
 import hydra  # noqa: E402
