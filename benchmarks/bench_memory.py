@@ -14,15 +14,16 @@ Variants: ``baseline`` = the settings before the memory work (DPO keeps every ac
 every model kept: ``train.gradient_checkpointing=false keep_models=all``); ``shipped`` = the defaults;
 ``dpo-2x4`` = the defaults with DPO's batching before 2026-12-02 (2 pairs per micro-batch x 4 accumulation steps
 instead of 8 x 1); ``adamw-8bit`` = the defaults with bitsandbytes' 8-bit AdamW for DPO instead of torch's fused
-AdamW (fp32 moments); ``mmap-1mib`` = the defaults with ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment
-(glibc maps every block of 1 MiB or more afresh and unmaps it when freed, instead of reusing its heap: no heap
-fragmentation, but every tensor's pages are faulted in and zeroed again); ``hugetlb`` = the defaults with
+AdamW (fp32 moments); ``glibc`` = the defaults on the C library's malloc instead of mimalloc
+(``SELFIMPROVE_MALLOC=system``; the default before 2026-12-03); ``mmap-1mib`` = ``glibc`` with
+``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment (glibc maps every block of 1 MiB or more afresh and unmaps it
+when freed, instead of reusing its heap: no heap fragmentation, but every tensor's pages are faulted in and zeroed
+again); ``hugetlb`` = ``glibc`` with
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc >= 2.35 asks the kernel for transparent huge pages on its heap and
 mappings); ``train-subprocess`` = the defaults with DPO in its own Python process
 (``runner.train.kind=subprocess``: the training heap starts clean, and its memory goes back when that process ends, at
-the price of importing torch, transformers and TRL again each iteration); ``jemalloc`` = the defaults with
-``SELFIMPROVE_MALLOC=jemalloc`` (the job restarts itself with jemalloc as its allocator instead of glibc's malloc:
-``apt-get install libjemalloc2``). (Memory is also given back to the system after every model stage now, in all.)
+the price of importing torch, transformers and TRL again each iteration). (Memory is also given back to the system
+after every model stage now, in all.)
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ VARIANTS = {
     "shipped": [],
     "dpo-2x4": ["train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=4"],  # the DPO batching before
     "adamw-8bit": ["+train.optim=adamw_bnb_8bit"],  # DPO's AdamW moments in 8 bits (bitsandbytes), not the default
-    "mmap-1mib": [],  # the defaults, run with the environment in VARIANT_ENV
-    "hugetlb": [],  # the defaults, run with the environment in VARIANT_ENV
+    "glibc": [],  # these three: the defaults, run with the environment in VARIANT_ENV
+    "mmap-1mib": [],
+    "hugetlb": [],
     "train-subprocess": ["runner.train.kind=subprocess"],  # DPO in its own process, the rest as shipped
-    "jemalloc": [],  # the defaults, run with the environment in VARIANT_ENV
 }
-VARIANT_ENV = {"mmap-1mib": MMAP_1MIB_ENV, "hugetlb": HUGETLB_ENV, "jemalloc": {"SELFIMPROVE_MALLOC": "jemalloc"}}
+GLIBC = {"SELFIMPROVE_MALLOC": "system"}
+VARIANT_ENV = {"glibc": GLIBC, "mmap-1mib": {**GLIBC, **MMAP_1MIB_ENV}, "hugetlb": {**GLIBC, **HUGETLB_ENV}}
 
 
 def tree_rss(root: int) -> int:

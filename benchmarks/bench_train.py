@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import common  # noqa: F401
-from common import (HUGETLB_ENV, MMAP_1MIB_ENV, arithmetic_prompts, header, jemalloc_env, matmul_flops, model_path, table,
+from common import (HUGETLB_ENV, MMAP_1MIB_ENV, arithmetic_prompts, header, matmul_flops, mimalloc_env, model_path, table,
                     time_dpo)
 
 CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkpointing on / off), +batchN (N pairs
@@ -35,8 +35,8 @@ CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkp
     # +adam8 (bitsandbytes' 8-bit AdamW instead of TRL's default fused AdamW with fp32 moments), +mmap1m (the worker
     # started with MALLOC_MMAP_THRESHOLD_=1048576: glibc maps every block of 1 MiB or more afresh, see README), +hugetlb
     # (the worker started with GLIBC_TUNABLES=glibc.malloc.hugetlb=1: transparent huge pages for malloc's memory),
-    # +jemalloc (the worker started with jemalloc as its allocator, as SELFIMPROVE_MALLOC=jemalloc starts the pipeline;
-    # without it a worker runs on the allocator this script was started with, glibc's unless LD_PRELOAD says other):
+    # +mimalloc (the worker started on mimalloc, the allocator `python -m pipeline` restarts itself on; without it a
+    # worker runs on the allocator this script was started with, glibc's unless LD_PRELOAD says other):
     # variants to compare
     # (padding_free is accepted but a no-op in TRL 1.16: "temporarily unavailable", it falls back to padding)
     "trl-defaults": "TRL DPOTrainer, DPOConfig defaults + use_cpu=True",
@@ -122,8 +122,7 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
                     "optim": args.get("optim", "TRL's default"),
                     "mmap threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc's"),
                     "glibc tunables": os.environ.get("GLIBC_TUNABLES", "none"),
-                    "LD_PRELOAD": os.environ.get("LD_PRELOAD") or "none",
-                    "MALLOC_CONF": os.environ.get("MALLOC_CONF") or "none"}
+                    "LD_PRELOAD": os.environ.get("LD_PRELOAD") or "none"}
     secs = timed["train"]
     tok = load_tokenizer(path)
     tokens = 0
@@ -168,7 +167,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             parts = config.split("+")[1:]
             env = {**os.environ, **(MMAP_1MIB_ENV if "mmap1m" in parts else {}),
-                   **(HUGETLB_ENV if "hugetlb" in parts else {}), **(jemalloc_env() if "jemalloc" in parts else {})}
+                   **(HUGETLB_ENV if "hugetlb" in parts else {}), **(mimalloc_env() if "mimalloc" in parts else {})}
             p = subprocess.run([sys.executable, __file__, "--worker", config, "--model", a.model, "--pairs",
                                 str(a.pairs), "--out", out], capture_output=True, text=True, env=env)
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)

@@ -25,15 +25,15 @@ MMAP_1MIB_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
 
-def jemalloc_env() -> dict:
-    """The environment that starts a process with jemalloc as its allocator (LD_PRELOAD), as
-    ``SELFIMPROVE_MALLOC=jemalloc`` starts `python -m pipeline`; exits when jemalloc is not installed."""
-    from pipeline import JEMALLOC, JEMALLOC_CONF, find_jemalloc
+def mimalloc_env() -> dict:
+    """The environment that starts a process on mimalloc (LD_PRELOAD), the allocator `python -m pipeline` restarts
+    itself on (pipeline ``preload_allocator``); exits when its wheel is not installed."""
+    from pipeline import find_mimalloc
 
-    lib = find_jemalloc()
+    lib = find_mimalloc()
     if lib is None:
-        sys.exit(f"jemalloc ({JEMALLOC}) is not installed: apt-get install libjemalloc2, or leave out +jemalloc")
-    return {"LD_PRELOAD": lib, "MALLOC_CONF": os.environ.get("MALLOC_CONF", JEMALLOC_CONF)}
+        sys.exit("mimalloc is not installed: pip install cmeel-mimalloc, or leave out +mimalloc")
+    return {"LD_PRELOAD": lib}
 
 
 def time_calls(owner, name: str, into: dict, bucket: str) -> None:

@@ -2,53 +2,54 @@
 runner that puts a stage in its own process(es)."""
 
 
-JEMALLOC = "libjemalloc.so.2"
-# jemalloc keeps the pages it frees for reuse instead of handing them back after its 10 s decay (the pipeline purges
-# them after each model stage): with the decay, iteration 1's DPO took 1.5x as long, without it as long as glibc's
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+MIMALLOC = "libmimalloc.so.3"
 
 
-def find_jemalloc() -> str | None:
-    """jemalloc's shared library: this environment's own (``conda install jemalloc``), else the system's (Debian and
-    Ubuntu: ``apt-get install libjemalloc2``; Fedora: ``dnf install jemalloc``); None when it is not installed."""
-    import platform
-    import sys
-    from pathlib import Path
+def find_mimalloc() -> str | None:
+    """mimalloc's shared library, from the ``cmeel-mimalloc`` wheel (a dependency on Linux); None where it is not
+    installed."""
+    from importlib.metadata import PackageNotFoundError, files
 
-    dirs = [Path(sys.prefix) / "lib", Path(f"/usr/lib/{platform.machine()}-linux-gnu"), Path("/usr/lib64"),
-            Path("/usr/lib"), Path("/usr/local/lib")]
-    return next((str(d / JEMALLOC) for d in dirs if (d / JEMALLOC).is_file()), None)
+    try:
+        found = [f for f in files("cmeel-mimalloc") or [] if f.name == MIMALLOC]
+    except PackageNotFoundError:
+        return None
+    return next((str(f.locate()) for f in found if f.locate().is_file()), None)
 
 
 def preload_allocator() -> None:
-    """With ``SELFIMPROVE_MALLOC=jemalloc``, run this command with jemalloc as its memory allocator instead of the C
-    library's malloc (``system``, the default).
+    """Run this command with mimalloc as its memory allocator (``SELFIMPROVE_MALLOC=mimalloc``, the default where
+    its wheel is installed) instead of the C library's malloc (``SELFIMPROVE_MALLOC=system``).
 
     Why: glibc's malloc serves the 1-8 MiB blocks torch allocates and frees on every training step from a heap that
-    fragments and keeps the holes; jemalloc's size-class arenas reuse them. Its page decay is turned off (unless
-    ``MALLOC_CONF`` is set) because handing pages back between training steps made every step fault them in again
-    (iteration 1's DPO 452-512 s against glibc's 312-331 s); instead the pipeline purges jemalloc's arenas after
-    each model stage (stages/modeling.py ``release_memory``). Measured 2026-12-03 on the 2-core machine (README,
-    "Memory and disk", one seed): the default job peaked at 3.62 GB against 4.15 GB, in 822 s against 861 s, with
-    the same held-out numbers. Not the default because jemalloc is a C library no PyPI wheel ships (Debian/Ubuntu:
-    ``apt-get install libjemalloc2``). The allocator is fixed when a process starts (the dynamic loader reads
-    ``LD_PRELOAD``), so this re-executes the same command line once with it set, before anything is imported or
-    computed; worker processes inherit it (the code sandbox clears its environment)."""
+    fragments and keeps the holes, so the process grows stage after stage; mimalloc reuses them and hands pages it
+    has not reused for a second back to the system (its ``purge_delay``), and the pipeline also collects its free
+    pages after each model stage (stages/modeling.py ``release_memory``). Measured 2026-12-03 on the 2-core machine
+    (README, "Memory and disk"): the default job peaked at 3.52 GB against glibc's 4.35 GB, with the same held-out
+    numbers (the allocator moves no float) and wall times within the machine's day-to-day noise. jemalloc did about
+    as well (3.62 GB) but no PyPI wheel ships it; mimalloc comes in a 0.5 MB wheel (``cmeel-mimalloc``).
+    The allocator is fixed when a process starts (the dynamic loader reads ``LD_PRELOAD``), so this re-executes the
+    same command line once with it set, before anything is imported or computed; worker processes inherit it (the
+    code sandbox clears its environment)."""
     import os
     import sys
 
-    choice = os.environ.get("SELFIMPROVE_MALLOC", "system")
-    if choice not in ("system", "jemalloc"):
-        sys.exit(f"error: SELFIMPROVE_MALLOC={choice!r}: use system (the C library's malloc, the default) or jemalloc")
-    preload = os.environ.get("LD_PRELOAD", "")
-    if choice == "system" or "jemalloc" in preload:
+    choice = os.environ.get("SELFIMPROVE_MALLOC", "")
+    if choice not in ("", "mimalloc", "system"):
+        sys.exit(f"error: SELFIMPROVE_MALLOC={choice!r}: use mimalloc (the default) or system (the C library's malloc)")
+    if choice == "system" or sys.platform != "linux":
         return
-    lib = find_jemalloc() if sys.platform == "linux" else None
+    with open("/proc/self/maps") as maps:
+        if "libmimalloc" in maps.read():  # already on it: the restarted process, or a parent's LD_PRELOAD
+            return
+    lib = find_mimalloc()
     if lib is None:
-        sys.exit(f"error: SELFIMPROVE_MALLOC=jemalloc but {JEMALLOC} is not installed (Debian/Ubuntu: apt-get install "
-                 "libjemalloc2; conda: conda install jemalloc), or unset SELFIMPROVE_MALLOC")
+        if choice:
+            sys.exit("error: SELFIMPROVE_MALLOC=mimalloc but its library is not installed (pip install cmeel-mimalloc), "
+                     "or set SELFIMPROVE_MALLOC=system")
+        return  # the default where the wheel is missing: the C library's malloc
+    preload = os.environ.get("LD_PRELOAD", "")
     os.environ["LD_PRELOAD"] = f"{lib}:{preload}" if preload else lib
-    os.environ.setdefault("MALLOC_CONF", JEMALLOC_CONF)
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 

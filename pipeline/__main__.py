@@ -11,7 +11,7 @@ import sys
 
 from pipeline import preload_allocator, quiet_libraries, setup_process
 
-preload_allocator()  # SELFIMPROVE_MALLOC=jemalloc: re-executes this command line once on jemalloc, before any work
+preload_allocator()  # re-executes this command line once on mimalloc (SELFIMPROVE_MALLOC), before any work
 setup_process()
 
 import hydra  # noqa: E402

@@ -19,26 +19,27 @@ def pick_device(device: str = "auto") -> str:
 
 def release_memory(collect: bool = True) -> None:
     """Give freed memory back to the system: collect garbage (unless `collect` is false: tensors are freed when
-    their last reference goes, the collector only finds cycles), then have glibc return its free heap pages. Freed
-    tensors otherwise stay in the process's heap (glibc keeps them for reuse, fragmented), and the next stage, the
-    next training step's optimizer states or a training worker stack on them. Under jemalloc
-    (``SELFIMPROVE_MALLOC=jemalloc``, which turns its page decay off) a full release (`collect`, after each model
-    stage) also purges jemalloc's arenas; the per-step release does not, since faulting every step's pages in again
-    is what made jemalloc's decay slow."""
+    their last reference goes, the collector only finds cycles), then have the allocator return its free pages.
+    Freed tensors otherwise stay in the process's heap (kept for reuse, fragmented), and the next stage, the next
+    training step's optimizer states or a training worker stack on them. Under mimalloc (the pipeline's allocator,
+    pipeline ``preload_allocator``) a full release (`collect`, after each model stage) makes it collect and purge
+    its free pages now rather than a second later; under glibc's malloc, ``malloc_trim`` returns the heap's."""
     import ctypes
     import gc
 
     if collect:
         gc.collect()
+    process = ctypes.CDLL(None)
+    mi_collect = getattr(process, "mi_collect", None)  # mimalloc's, when it is the process's allocator
+    if mi_collect is not None:
+        if collect:
+            mi_collect.argtypes = [ctypes.c_bool]
+            mi_collect(True)
+        return
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
         pass
-    if collect:
-        mallctl = getattr(ctypes.CDLL(None), "mallctl", None)  # jemalloc's, when it is the process's allocator
-        if mallctl is not None:
-            mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-            mallctl(b"arena.4096.purge", None, None, None, 0)  # 4096 = MALLCTL_ARENAS_ALL: every arena
 
 
 @lru_cache(maxsize=1)
