@@ -398,24 +398,25 @@ def series(group: Group, key: str):
     return Series(group.label, xs, ys, los if banded else None, his if banded else None), n_max
 
 
-def _cell(s, t: int, percent: bool, n: int) -> str:
+def _cell(s, t: int, n: int) -> str:
     if s is None or t not in s.x:
         return "-"
-    i, k = s.x.index(t), 100 if percent else 1
-    y = f"{k * s.y[i]:.1f}"
+    i = s.x.index(t)
+    y = f"{100 * s.y[i]:.1f}"
     if s.lo is None:
         return y
     if n > 1:
-        return f"{y} ± {k * (s.hi[i] - s.y[i]):.1f}"
-    return f"{y} [{k * s.lo[i]:.1f}, {k * s.hi[i]:.1f}]"
+        return f"{y} ± {100 * (s.hi[i] - s.y[i]):.1f}"
+    return f"{y} [{100 * s.lo[i]:.1f}, {100 * s.hi[i]:.1f}]"
 
 
-def summary_table(groups: list[Group], key: str = "eval/accuracy", percent: bool = True) -> str:
-    """Per iteration and group: mean ± 95% t half-width over seeds, or one run's value [95% bootstrap interval]."""
+def summary_table(groups: list[Group], key: str = "eval/accuracy") -> str:
+    """Per iteration and group, in percent (every headline key is a rate): mean ± 95% t half-width over seeds, or
+    one run's value [95% bootstrap interval]."""
     cols = [(g, *(series(g, key) or (None, 0))) for g in groups]
     iters = sorted({t for _, s, _ in cols if s for t in s.x})
     head = ["iter"] + [f"{g.label} (n={len(g.runs)})" for g in groups]
-    rows = [[str(t)] + [_cell(s, t, percent, n) for _, s, n in cols] for t in iters]
+    rows = [[str(t)] + [_cell(s, t, n) for _, s, n in cols] for t in iters]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     line = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
