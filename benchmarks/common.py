@@ -28,12 +28,12 @@ HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 def mimalloc_env() -> dict:
     """The environment that starts a process on mimalloc (LD_PRELOAD), the allocator `python -m pipeline` restarts
     itself on (pipeline ``preload_allocator``); exits when its wheel is not installed."""
-    from pipeline import find_mimalloc
+    from pipeline import mimalloc_preload
 
-    lib = find_mimalloc()
-    if lib is None:
+    preload = mimalloc_preload()
+    if preload is None:
         sys.exit("mimalloc is not installed: pip install cmeel-mimalloc, or leave out +mimalloc")
-    return {"LD_PRELOAD": lib}
+    return {"LD_PRELOAD": preload}
 
 
 def time_calls(owner, name: str, into: dict, bucket: str) -> None:

@@ -11,10 +11,22 @@ def find_mimalloc() -> str | None:
     from importlib.metadata import PackageNotFoundError, files
 
     try:
-        found = [f for f in files("cmeel-mimalloc") or [] if f.name == MIMALLOC]
+        paths = [f.locate() for f in files("cmeel-mimalloc") or [] if f.name == MIMALLOC]
     except PackageNotFoundError:
         return None
-    return next((str(f.locate()) for f in found if f.locate().is_file()), None)
+    return next((str(path) for path in paths if path.is_file()), None)
+
+
+def mimalloc_preload() -> str | None:
+    """``LD_PRELOAD`` with mimalloc put first (ahead of anything already preloaded), for a process to start on it;
+    None where its wheel is not installed."""
+    import os
+
+    lib = find_mimalloc()
+    if lib is None:
+        return None
+    preload = os.environ.get("LD_PRELOAD", "")
+    return f"{lib}:{preload}" if preload else lib
 
 
 def preload_allocator() -> None:
@@ -42,14 +54,13 @@ def preload_allocator() -> None:
     with open("/proc/self/maps") as maps:
         if "libmimalloc" in maps.read():  # already on it: the restarted process, or a parent's LD_PRELOAD
             return
-    lib = find_mimalloc()
-    if lib is None:
+    preload = mimalloc_preload()
+    if preload is None:
         if choice:
             sys.exit("error: SELFIMPROVE_MALLOC=mimalloc but its library is not installed (pip install cmeel-mimalloc), "
                      "or set SELFIMPROVE_MALLOC=system")
         return  # the default where the wheel is missing: the C library's malloc
-    preload = os.environ.get("LD_PRELOAD", "")
-    os.environ["LD_PRELOAD"] = f"{lib}:{preload}" if preload else lib
+    os.environ["LD_PRELOAD"] = preload
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
