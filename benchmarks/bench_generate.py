@@ -1,7 +1,7 @@
 """Generation throughput: the project's generate stage vs a plain baseline, side by side in one run.
 
-    python benchmarks/bench_generate.py                      # embedded SmolLM2-135M and the tiny model
-    python benchmarks/bench_generate.py --models embedded --prompts 16 --samples 4 --tokens 64
+    python benchmarks/bench_generate.py                      # the default job's shapes, embedded SmolLM2-135M
+    python benchmarks/bench_generate.py --models embedded,tiny --prompts 16 --samples 4 --tokens 64 --batches 1,4,16
 
 Baseline: what most self-rewarding ports do — the fp32 model, ``model.generate`` called once per prompt with
 ``num_return_sequences``. The stage: ``stages.generate.generate`` (prompts sorted by length and batched,
@@ -10,6 +10,11 @@ Baseline: what most self-rewarding ports do — the fp32 model, ``model.generate
 tokens per sequence at most; the table shows the tokens each row actually generated (a sequence stops at
 end-of-sequence). Model loading is not timed. The compute bound is the measured bf16 (or fp32) matmul
 FLOP/s of this machine; a generated token costs 2 x parameters FLOPs.
+
+Ceiling rows: the model's own linear layers (every projection and the LM head, its weights and dtype) run back to
+back on batch x samples rows of random activations, one decoding step's matmuls with nothing else — no attention,
+KV cache, sampling or Python around them. A stage row's distance to its ceiling is the time outside the matmuls;
+the ceiling's distance to the bound is what matmuls of so few rows achieve on this CPU.
 """
 
 from __future__ import annotations
@@ -52,13 +57,32 @@ def stage(path: str, prompts: list[dict], n: int, tokens: int, seed: int, batch:
     return sum(r["num_tokens"] for r in records), time.perf_counter() - t0
 
 
+def linear_ceiling(path: str, rows: int, dtype: str, steps: int = 20) -> tuple[int, float]:
+    """(tokens, seconds) of `steps` decoding steps of `rows` sequences through the model's linear layers alone (see
+    the docstring)."""
+    import torch
+
+    from stages.modeling import load_model
+
+    layers = [m for m in load_model(path, dtype, "cpu").modules() if isinstance(m, torch.nn.Linear)]
+    inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=m.weight.dtype) for m in layers}
+    with torch.inference_mode():
+        for m in layers:  # warm-up
+            m(inputs[m.in_features])
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            for m in layers:
+                m(inputs[m.in_features])
+    return rows * steps, time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="embedded,tiny")
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--batches", default="1,4,16")
+    ap.add_argument("--models", default="embedded")
+    ap.add_argument("--prompts", type=int, default=32)  # the default job: 32 prompts x 4 samples, <= 128 tokens,
+    ap.add_argument("--samples", type=int, default=4)  # 16 prompts per forward (conf/generate/hf.yaml)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--batches", default="16,32")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     import torch
@@ -86,6 +110,10 @@ def main() -> None:
             if fast != "float32":
                 runs.append((f"stage: batch {b}, bf16", fast,
                              lambda b=b: stage(path, prompts, a.samples, a.tokens, a.seed, b, fast)))
+        short = "bf16" if fast != "float32" else "fp32"
+        for b in map(int, a.batches.split(",")):
+            runs.append((f"ceiling: linear layers alone, {b * a.samples} rows, {short}", fast,
+                         lambda b=b: linear_ceiling(path, b * a.samples, fast)))
         rows, base = [], None
         for label, dtype, fn in runs:
             tokens, secs = fn()
