@@ -85,15 +85,21 @@ def matmul_flops(dtype, n: int = 2048, seconds: float = 2.0) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
-def arithmetic_prompts(n: int, seed_offset: int = 0) -> list[dict]:
-    """The default job's prompts: n training questions of the built-in arithmetic task (difficulty 1)."""
+def arithmetic_task():
+    """(TaskConfig, LoadedTask) of the default job's task: the built-in arithmetic problems, difficulty 1."""
     from stages.tasks import TaskConfig, load_task
 
     cfg = TaskConfig(difficulties=[1], prompt_template='{question}\nSolve it step by step. End with a final line of '
                                                       'the form "Answer: <number>".')
-    task = load_task(cfg)
+    return cfg, load_task(cfg)
+
+
+def arithmetic_prompts(n: int, seed_offset: int = 0, split: str = "train") -> list[dict]:
+    """The default job's prompts: n questions of the built-in arithmetic task (difficulty 1); split "test": its
+    held-out questions, in the order the pipeline evaluates them."""
+    cfg, task = arithmetic_task()
     return [{"prompt_id": p.id, "messages": task.messages(p, cfg), "problem": p}
-            for p in task.train[seed_offset:seed_offset + n]]
+            for p in getattr(task, split)[seed_offset:seed_offset + n]]
 
 
 def machine() -> str:
