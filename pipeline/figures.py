@@ -36,10 +36,11 @@ def line_panel(ax, series: list[Series], title: str, unit: str | None) -> None:
             lo, hi = ([scale * v if top is None else min(max(scale * v, 0), top) for v in b] for b in (s.lo, s.hi))
             ax.fill_between(s.x, lo, hi, color=c, alpha=0.18, lw=0)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("iteration")
     if unit == "%":
         ax.set_ylabel("%")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _integer_axis(ax, "iteration", [x for s in series for x in s.x])
+    if top is not None and len({v for s in series for v in s.y}) == 1:
+        ax.set_ylim(-0.03 * top, 1.03 * top)  # one value (e.g. an evaluation-only run): its place on the whole scale, not a +-5% zoom
     ax.grid(alpha=0.3)
 
 
@@ -64,8 +65,7 @@ def stacked_bars(path: Path, title: str, groups: list[tuple[str, list[int], dict
             ax.bar(x, vals, bottom=bottom, color=COLORS[j % len(COLORS)], label=cat)
             bottom = [b + v for b, v in zip(bottom, vals)]
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("iteration")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        _integer_axis(ax, "iteration", x)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel(ylabel)
     _legend(fig, axes[0][0])
@@ -103,12 +103,21 @@ def per_round(path: Path, title: str, groups: list[tuple[str, dict[int, list[flo
                     color=plt.get_cmap("viridis")(i / max(len(by_iter) - 1, 1)))
         ax.axhline(100 * target, ls="--", color="gray", lw=1, label="target")
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("round")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        _integer_axis(ax, "round", [r for ys in by_iter.values() for r in range(1, len(ys) + 1)])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("sample accuracy (%)")
     _legend(fig, axes[0][0])
     return _save(fig, path, title)
+
+
+def _integer_axis(ax, label: str, xs: list[int]) -> None:
+    """An x axis of iterations or rounds: integer ticks only, also for a single one (an evaluation-only run,
+    ``iterations=0``), where matplotlib's locator would otherwise fall back to fractional ticks."""
+    ax.set_xlabel(label)
+    if len(set(xs)) == 1:
+        ax.set_xticks(sorted(set(xs)))
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
 
 
 def _legend(fig, ax) -> None:

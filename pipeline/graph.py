@@ -485,8 +485,8 @@ def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> No
             raise ConfigError(f"{key} is set per iteration by schedule.{key}={sched[key]}, which would win over "
                               f"{o}: change the schedule instead (schedule.{key}=[...]), or remove it "
                               f"(~schedule.{key})")
-    if not isinstance(cfg.iterations, int) or isinstance(cfg.iterations, bool) or cfg.iterations < 1:
-        raise ConfigError(f"iterations must be an integer >= 1, got {cfg.iterations!r}")
+    if not isinstance(cfg.iterations, int) or isinstance(cfg.iterations, bool) or cfg.iterations < 0:
+        raise ConfigError(f"iterations must be an integer >= 0 (0: evaluate the starting model only), got {cfg.iterations!r}")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     if cfg.on_change not in ("error", "recompute"):

@@ -75,7 +75,7 @@ def test_schedule_sets_per_iteration_values():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("iterations=0", "iterations must be an integer >= 1"),
+    ("iterations=-1", "iterations must be an integer >= 0"),
     ("generate.num_samples=-1", "generate: generate.num_samples must be >= 1"),
     ("pairs.pairs_per_prompt=0", "pairs.pairs_per_prompt (K) must be >= 1"),
     ("task.prompts_per_iteration=0", "task.prompts_per_iteration must be >= 1"),
@@ -131,8 +131,8 @@ def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
     e = {**env, "SELFIMPROVE_CACHE": str(tmp_path / "cache")}
     p = _cli("train.betta=0.1", f"hydra.run.dir={tmp_path / 'a'}", env=e)
     assert p.returncode != 0 and "betta" in p.stderr
-    p = _cli("iterations=0", f"hydra.run.dir={tmp_path / 'b'}", env=e)
-    assert p.returncode == 2 and "iterations must be an integer >= 1" in p.stderr
+    p = _cli("iterations=-1", f"hydra.run.dir={tmp_path / 'b'}", env=e)
+    assert p.returncode == 2 and "iterations must be an integer >= 0" in p.stderr
     p = _cli("task=file", f"task.source={tmp_path / 'missing.jsonl'}", f"hydra.run.dir={tmp_path / 'c'}", env=e)
     assert p.returncode == 2 and "missing.jsonl" in p.stderr and "not found" in p.stderr
     bad = tmp_path / "bad.jsonl"

@@ -182,6 +182,21 @@ def test_rerun_of_finished_run_recomputes_nothing(tmp_path, env, seed_sweep):
     assert not (run / "iter_00" / "eval.done.json").exists()  # forgotten by on_change=recompute, not recomputed
 
 
+def test_iterations_0_evaluates_a_checkpoint_only(tmp_path, env, reference_run):
+    """The evaluation-only run: `iterations=0` with model.name_or_path set to a trained model (here the reference
+    run's M2) evaluates it as iteration 0, trains nothing, and gives the held-out numbers of the run that made it."""
+    run = tmp_path / "eval-only"
+    p = run_pipeline(run, *TINY, "logger=none", "iterations=0",
+                     f"model.name_or_path={reference_run / 'iter_02' / 'model'}", env=env)
+    assert sorted(d.name for d in run.glob("iter_*")) == ["iter_00"]
+    assert not list(run.glob("iter_00/*model*")) and "[iter 0]" in p.stdout and "[iter 1]" not in p.stdout
+    got, want = (json.loads((r / f"iter_{t:02d}" / "metrics.json").read_text()) for r, t in ((run, 0), (reference_run, 2)))
+    assert got["eval/count"] == want["eval/count"] > 0
+    same = ("eval/model_fingerprint", "eval/accuracy", "eval/accuracy_lenient", "eval/mean_tokens", "eval/response_chars")
+    assert {k: got[k] for k in same} == {k: want[k] for k in same}  # the same weights, answering the same way
+    assert (run / "report" / "heldout.png").is_file()
+
+
 def test_changed_stage_config_is_refused_then_recomputed_on_request(tmp_path, env, seed_sweep):
     run = copy_run(sweep_job(seed_sweep, "seed=0"), tmp_path / "run")  # a finished TINY iterations=1 run
     old_pairs = (run / "iter_01" / "pairs.done.json").read_text()
