@@ -93,7 +93,7 @@ def test_mbpp_layout_file(tmp_path):
 
 def test_humaneval_layout_file_with_own_field_names(tmp_path):
     rows = [{"id": f"t{i}", "stub": f"def triple_{i}(x):\n    \"\"\"x times 3\"\"\"\n", "fn": f"triple_{i}",
-             "checks": f"def check(candidate):\n    assert candidate(2) == 6\n", "ref": "    return 3 * x\n"}
+             "checks": "def check(candidate):\n    assert candidate(2) == 6\n", "ref": "    return 3 * x\n"}
             for i in range(4)]
     path = _write_jsonl(tmp_path / "mine.jsonl", rows)
     with pytest.raises(TaskInputError, match="no row has the field 'prompt'"):
