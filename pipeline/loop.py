@@ -24,23 +24,34 @@ from stages.pairs import no_gold_notice
 from stages.tasks import load_task
 
 
+def check_tasks(cfg: DictConfig) -> None:
+    """The task of every planned iteration, loaded and checked against what that iteration runs, before any model
+    loads: a schedule may turn on majority votes or SEELE's hints (or change the task) from a later iteration on,
+    and an evaluation-only run (iterations=0) samples no hints and makes no pairs. Each notice is printed once."""
+    notices: list[str] = []
+    for t in range(cfg.iterations + 1):
+        s = configs_at(cfg, t)
+        names = {st.name for st in stages_at(t, s)}
+        task = load_task(s.task)
+        if "eval" in names and task.kind != "answer" and "maj" in s.eval.measures:
+            raise ConfigError(f"eval.measures: maj votes over final answers; task {task.name} is checked by "
+                              f"{'running programs' if task.kind == 'program' else 'rules'}: remove maj")
+        if "generations" in names and s.curriculum:
+            try:
+                check_task(task)                    # SEELE's hints need reference solutions
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        notices += task.notices + (no_gold_notice(task, s.pairs) if "pairs" in names else [])
+    for notice in dict.fromkeys(notices):
+        print(notice, flush=True)
+
+
 def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: list[str] = ()) -> list[dict]:
     validate(cfg, overrides)                        # bad values fail here, before any model loads
     store = Store(run_dir, plan(cfg))
     store.check(cfg.on_change)                      # stale results: refuse, or forget them
     store.check_pruned()                            # ... and what they need must still be there
-    first = configs_at(cfg, 1)
-    task = load_task(first.task)                    # a bad file, field, option or sandbox fails here too
-    if task.kind != "answer" and "maj" in first.eval.measures:
-        raise ConfigError(f"eval.measures: maj votes over final answers; task {task.name} is checked by "
-                          f"{'running programs' if task.kind == 'program' else 'rules'}: remove maj")
-    if first.curriculum:
-        try:
-            check_task(task)                        # SEELE's hints need reference solutions
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    for notice in task.notices + no_gold_notice(task, first.pairs):
-        print(notice, flush=True)
+    check_tasks(cfg)                                # a bad file, field, option or sandbox fails here too
     m0 = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)
     record_versions(run_dir)                        # which libraries made these numbers
     tracker = make_tracker(cfg, run_dir, job_name)

@@ -97,7 +97,7 @@ def test_hints_by_steps_and_by_tokens(tiny_model):
 
 import json  # noqa: E402
 
-from conftest import compose_config, run_crashing, run_in_process  # noqa: E402
+from conftest import TINY, compose_config, run_crashing, run_in_process  # noqa: E402
 
 from pipeline.config import ConfigError, stage_configs  # noqa: E402
 from pipeline.graph import plan, validate  # noqa: E402
@@ -232,6 +232,23 @@ def test_a_task_without_reference_solutions_is_refused(tmp_path, cache_dir):
     with pytest.raises(ConfigError, match="without a reference solution.*task.solution_field"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "iter_00").exists()
+
+
+def test_the_solution_check_follows_the_iterations_that_sample_with_hints(tmp_path, cache_dir):
+    """The check covers every planned iteration: a schedule that turns SEELE on in iteration 2 is refused before
+    iteration 1 trains; an evaluation-only run (iterations=0) samples no hints and is not refused."""
+    from pipeline.loop import run
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(30)))
+    task = ["task=file", f"task.source={data}", "task.test_split=null", "task.test_size=5", "logger=none",
+            f"paths.cache_dir={cache_dir}"]
+    cfg = compose_config("method=seele", *task, "+schedule.curriculum.kind=[none,seele]", "iterations=2")
+    with pytest.raises(ConfigError, match="without a reference solution"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "iter_00").exists()
+    history = run(compose_config("method=seele", *task, *TINY, "iterations=0"), tmp_path / "eval-only")
+    assert [h["iteration"] for h in history] == [0] and "eval/accuracy" in history[0]
 
 
 def test_seele_end_to_end_on_the_tiny_model_resumes_inside_the_rounds(tmp_path, cache_dir, monkeypatch, capsys):

@@ -94,3 +94,11 @@ def test_majority_vote_is_refused_on_a_code_task_before_any_model_loads(tmp_path
                                           "running programs"):
         _run(tmp_path, cache_dir, "task=code", "eval=maj", "eval.maj_k=2", "logger=none", *ALLOW)
     assert not (tmp_path / "run" / "iter_00").exists()
+    # ... also when only a later iteration's evaluation votes (a schedule): refused before iteration 1 trains
+    from pipeline.loop import run
+
+    cfg = compose_config("task=code", *TINY, "iterations=2", "logger=none", *ALLOW, f"paths.cache_dir={cache_dir}",
+                         "+schedule.eval.measures=[[accuracy],[accuracy,maj]]", "+schedule.eval.maj_k=[0,2]")
+    with pytest.raises(ConfigError, match="eval.measures: maj votes over final answers; task code"):
+        run(cfg, tmp_path / "scheduled")
+    assert not (tmp_path / "scheduled" / "iter_00").exists()
