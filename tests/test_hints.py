@@ -243,7 +243,7 @@ def test_the_solution_check_follows_the_iterations_that_sample_with_hints(tmp_pa
     data.write_text("".join(json.dumps({"question": f"{i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(30)))
     task = ["task=file", f"task.source={data}", "task.test_split=null", "task.test_size=5", "logger=none",
             f"paths.cache_dir={cache_dir}"]
-    cfg = compose_config("method=seele", *task, "+schedule.curriculum.kind=[none,seele]", "iterations=2")
+    cfg = compose_config("method=seele", *task, *TINY, "+schedule.curriculum.kind=[none,seele]", "iterations=2")
     with pytest.raises(ConfigError, match="without a reference solution"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "iter_00").exists()
