@@ -12,22 +12,24 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, StageConfigs
 from pipeline.graph import Run, configs_at, plan, runner_configs, stages_at, validate
-from pipeline.models import resolve_model
+from pipeline.models import not_a_model_folder, resolve_model
 from pipeline.report import iteration_metrics, print_summary_line, print_table, record_versions, write_report
 from pipeline.runner import Runner
 from pipeline.store import Store
 from pipeline.tracking import make_tracker
+from stages.generate import python_model
 from stages.hints import check_task
 from stages.pairs import no_gold_notice
 from stages.tasks import load_task
 
 
-def check_tasks(cfg: DictConfig) -> None:
-    """The task of every planned iteration, loaded and checked against what that iteration runs, before any model
-    loads: a schedule may turn on majority votes or SEELE's hints (or change the task) from a later iteration on,
-    and an evaluation-only run (iterations=0) samples no hints and makes no pairs. Each notice is printed once."""
+def check_inputs(cfg: DictConfig) -> None:
+    """The task and the models named by path or py: callable of every planned iteration, checked against what that
+    iteration runs, before any model loads: a schedule may turn on majority votes, SEELE's hints or a model judge
+    (or change the task) from a later iteration on, and an evaluation-only run (iterations=0) samples no hints and
+    makes no pairs. Each notice is printed once."""
     notices: list[str] = []
     for t in range(cfg.iterations + 1):
         s = configs_at(cfg, t)
@@ -41,9 +43,37 @@ def check_tasks(cfg: DictConfig) -> None:
                 check_task(task)                    # SEELE's hints need reference solutions
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+        for field, spec in named_models(s, t, names):
+            problem = _model_problem(spec)
+            if problem:
+                raise ConfigError(f"{field}: {problem}")
         notices += task.notices + (no_gold_notice(task, s.pairs) if "pairs" in names else [])
     for notice in dict.fromkeys(notices):
         print(notice, flush=True)
+
+
+def named_models(s: StageConfigs, t: int, names: set[str]) -> list[tuple[str, str]]:
+    """(field, value) of each model that a stage of iteration t (`names`) calls by a path or py:module:function
+    rather than current / initial: the stages' model arguments in pipeline/graph.py, by config field."""
+    named = [("judge.model", s.model_judge.model if "judgments" in names and s.model_judge else ""),
+             ("meta_judge.model", s.meta_judge.model if "meta_judgments" in names else ""),
+             ("prompts.model", s.prompts.model if "prompts" in names and s.prompts.source == "self_instruct" else ""),
+             ("behaviors.classifier", s.behaviors.classifier if "behaviors" in names else ""),
+             ("eval.win_rate_judge", s.eval.win_rate_judge if "eval" in names and s.eval.win_rate and t else ""),
+             ("judge.model", s.llm_judge.model if "eval" in names and "judge_quality" in s.eval.measures
+              and s.llm_judge else "")]
+    return [(field, spec) for field, spec in named if spec not in ("", "current", "initial")]
+
+
+def _model_problem(spec: str) -> str | None:
+    """Why a model named by a path or py:module:function cannot be called (None: it can, or it is a hub id)."""
+    if not spec.startswith("py:"):
+        return not_a_model_folder(spec)
+    try:
+        python_model(spec)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: list[str] = ()) -> list[dict]:
@@ -51,7 +81,7 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     store = Store(run_dir, plan(cfg))
     store.check(cfg.on_change)                      # stale results: refuse, or forget them
     store.check_pruned()                            # ... and what they need must still be there
-    check_tasks(cfg)                                # a bad file, field, option or sandbox fails here too
+    check_inputs(cfg)                               # a bad file, field, option, sandbox or model path too
     m0 = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)
     record_versions(run_dir)                        # which libraries made these numbers
     tracker = make_tracker(cfg, run_dir, job_name)

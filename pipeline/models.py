@@ -125,8 +125,15 @@ def resolve_model(name_or_path: str, cache_dir: str | Path) -> str:
         return _cached(cache / name, _build_embedded)
     if name_or_path.startswith("tiny:"):
         return _cached(cache / "tiny-llama", _build_tiny)
+    problem = not_a_model_folder(name_or_path)
+    if problem:
+        raise FileNotFoundError(f"model.name_or_path: {problem}")
+    p = Path(name_or_path).expanduser()
+    return str(p) if name_or_path.startswith((".", "/", "~")) or p.exists() else name_or_path
+
+
+def not_a_model_folder(name_or_path: str) -> str | None:
+    """What is wrong with a model named by a local path (None: a model folder, or a hub id, left to the hub)."""
     p = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith((".", "/", "~")) or p.exists()
-    if looks_local and not (p / "config.json").is_file():
-        raise FileNotFoundError(f"model.name_or_path: {p} is not a model folder (no config.json)")
-    return str(p) if looks_local else name_or_path
+    return f"{p} is not a model folder (no config.json)" if looks_local and not (p / "config.json").is_file() else None

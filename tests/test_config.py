@@ -142,6 +142,24 @@ def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
     assert not (tmp_path / "cache").exists()  # no model was converted or loaded
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["judge=llm", "judge.model=/nonexistent/judge"], "judge.model: /nonexistent/judge is not a model folder"),
+    (["judge=llm", "judge.model=py:no_such_module:judge"], "judge.model: model 'py:no_such_module:judge': cannot import"),
+    (["+schedule.behaviors.classifier=['',/nonexistent/classifier]", "iterations=2"],
+     "behaviors.classifier: /nonexistent/classifier is not a model folder"),
+])
+def test_a_model_named_by_a_stage_is_checked_before_any_work(tmp_path, overrides, message):
+    """A judge, classifier or other model named by path or py: callable, in any planned iteration, is checked
+    before the starting model loads: a typo used to surface as a traceback after M0's evaluation and sampling."""
+    from conftest import TINY, compose_config
+    from pipeline.loop import run
+
+    cfg = compose_config(*TINY, "iterations=1", "logger=none", f"paths.cache_dir={tmp_path / 'cache'}", *overrides)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "iter_00").exists() and not (tmp_path / "cache").exists()
+
+
 def test_cfg_job_prints_the_composed_config(env):
     p = _cli("--cfg", "job", "method=dpo", "train.beta=0.05", env=env)
     assert p.returncode == 0
