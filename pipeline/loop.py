@@ -22,14 +22,15 @@ from pipeline.tracking import make_tracker
 from stages.generate import python_model
 from stages.hints import check_task
 from stages.pairs import no_gold_notice
+from stages.self_instruct import load_seed_pool
 from stages.tasks import load_task
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """The task and the models named by path or py: callable of every planned iteration, checked against what that
-    iteration runs, before any model loads: a schedule may turn on majority votes, SEELE's hints or a model judge
-    (or change the task) from a later iteration on, and an evaluation-only run (iterations=0) samples no hints and
-    makes no pairs. Each notice is printed once."""
+    """The task, self-instruct's seed pool and the models named by path or py: callable of every planned
+    iteration, checked against what that iteration runs, before any model loads: a schedule may turn on majority
+    votes, SEELE's hints or a model judge (or change the task) from a later iteration on, and an evaluation-only
+    run (iterations=0) samples no hints and makes no pairs. Each notice is printed once."""
     notices: list[str] = []
     for t in range(cfg.iterations + 1):
         s = configs_at(cfg, t)
@@ -42,6 +43,11 @@ def check_inputs(cfg: DictConfig) -> None:
             try:
                 check_task(task)                    # SEELE's hints need reference solutions
             except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if "prompts" in names and s.prompts.source == "self_instruct":
+            try:
+                load_seed_pool(s.prompts.seed_pool)  # the examples the model writes new instructions from
+            except (OSError, ValueError) as e:
                 raise ConfigError(str(e)) from None
         for field, spec in named_models(s, t, names):
             problem = _model_problem(spec)

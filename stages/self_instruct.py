@@ -22,7 +22,6 @@ constraints of the kind the evaluation checks), or your own file: .txt (one inst
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -127,10 +126,15 @@ def load_seed_pool(source: str) -> list[str]:
     if path.suffix == ".txt":
         pool = [line.strip() for line in path.read_text().splitlines()]
     elif path.suffix in (".jsonl", ".json"):
-        text = path.read_text()
-        rows = json.loads(text) if path.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
-        if not all(isinstance(r, dict) and "instruction" in r for r in rows):
-            raise KeyError(f"prompts.seed_pool: every row of {path} needs an 'instruction' field")
+        from stages.tasks import TaskInputError
+        from stages.tasks.files import read_rows
+
+        try:
+            rows = read_rows(str(path))  # a malformed file: its name and line
+        except TaskInputError as e:
+            raise ValueError(f"prompts.seed_pool: {e}") from None
+        if not all("instruction" in r for r in rows):
+            raise ValueError(f"prompts.seed_pool: every row of {path} needs an 'instruction' field")
         pool = [str(r["instruction"]).strip() for r in rows]
     else:
         raise ValueError(f"prompts.seed_pool: {path} must be .txt, .jsonl or .json")

@@ -60,10 +60,26 @@ def test_seed_pool_files(tmp_path):
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"instruction": f"Task {i}"}) for i in range(3)))
     assert len(load_seed_pool(str(tmp_path / "p.jsonl"))) == 3
     (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "x"}))
-    with pytest.raises(KeyError, match="instruction"):
+    with pytest.raises(ValueError, match="instruction"):
         load_seed_pool(str(tmp_path / "bad.jsonl"))
     with pytest.raises(FileNotFoundError, match="seed_pool"):
         load_seed_pool(str(tmp_path / "missing.txt"))
+    (tmp_path / "broken.jsonl").write_text('{"instruction": "a"}\n{"instruction": "b\n')
+    with pytest.raises(ValueError, match=f"^prompts.seed_pool: {tmp_path / 'broken.jsonl'}:2: not a JSON object"):
+        load_seed_pool(str(tmp_path / "broken.jsonl"))
+
+
+def test_a_bad_seed_pool_is_refused_before_any_model_loads(tmp_path):
+    """It used to surface in iteration 1's prompts stage, after M0's evaluation."""
+    from conftest import TINY, compose_config
+    from pipeline.config import ConfigError
+    from pipeline.loop import run
+
+    cfg = compose_config("method=self_rewarding", *TINY, "iterations=1", "logger=none",
+                         f"paths.cache_dir={tmp_path / 'cache'}", f"prompts.seed_pool={tmp_path / 'missing.txt'}")
+    with pytest.raises(ConfigError, match="prompts.seed_pool: file not found"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "iter_00").exists() and not (tmp_path / "cache").exists()
 
 
 def test_config_refuses_bad_values():
