@@ -128,12 +128,17 @@ def resolve_model(name_or_path: str, cache_dir: str | Path) -> str:
     problem = not_a_model_folder(name_or_path)
     if problem:
         raise FileNotFoundError(f"model.name_or_path: {problem}")
+    p = _local_path(name_or_path)
+    return name_or_path if p is None else str(p)
+
+
+def _local_path(name_or_path: str) -> Path | None:
+    """The folder a model name points to, or None for a hub id."""
     p = Path(name_or_path).expanduser()
-    return str(p) if name_or_path.startswith((".", "/", "~")) or p.exists() else name_or_path
+    return p if name_or_path.startswith((".", "/", "~")) or p.exists() else None
 
 
 def not_a_model_folder(name_or_path: str) -> str | None:
     """What is wrong with a model named by a local path (None: a model folder, or a hub id, left to the hub)."""
-    p = Path(name_or_path).expanduser()
-    looks_local = name_or_path.startswith((".", "/", "~")) or p.exists()
-    return f"{p} is not a model folder (no config.json)" if looks_local and not (p / "config.json").is_file() else None
+    p = _local_path(name_or_path)
+    return f"{p} is not a model folder (no config.json)" if p is not None and not (p / "config.json").is_file() else None
