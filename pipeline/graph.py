@@ -32,12 +32,27 @@ Read = tuple[int, str]  # (iteration, stage name)
 
 
 @dataclass(frozen=True)
+class Named:
+    """A model a stage calls by a config field (`field`, whose value is `spec`): current, with M(`current`) as the
+    current model; initial (M0); or a path / py:module:function, which reads no artifact and is checked before any
+    model loads (pipeline/loop.py). Declared once, in a stage's reads, for both."""
+
+    field: str
+    spec: str
+    current: int
+
+    @property
+    def read(self) -> Read | None:
+        return _model_read(self.spec, self.current)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str  # its artifact: iter_XX/<name>.parquet (a folder for `model`) and <name>.done.json
     group: str  # its conf group, runner key and metrics / W&B prefix ("judge/accuracy")
     at: str  # FIRST | LOOP | EVERY
     uses: tuple[str, ...]  # StageConfigs attributes it reads: their values are its identity
-    reads: Callable[[StageConfigs, int], list[Read]]  # the artifacts it reads (their keys enter its key)
+    reads: Callable[[StageConfigs, int], list[Read | Named]]  # what it reads (the artifacts' keys enter its key)
     run: Callable  # (inputs) -> (records, stats); for `model`: (inputs, output_dir) -> stats
     when: Callable[[StageConfigs], bool] = lambda s: True  # runs at all this iteration?
     extra: tuple[str, ...] = ()  # run-level values in its identity: seed, iteration, processes
@@ -49,6 +64,15 @@ class Stage:
 
     def runs_at(self, t: int, s: StageConfigs) -> bool:
         return self.in_iteration(t) and bool(self.when(s))
+
+    def artifacts(self, s: StageConfigs, t: int) -> list[Read]:
+        """The artifacts it reads in iteration t, in order: its reads with each named model resolved."""
+        reads = [r.read if isinstance(r, Named) else r for r in self.reads(s, t)]
+        return list(dict.fromkeys(r for r in reads if r is not None))
+
+    def named_models(self, s: StageConfigs, t: int) -> list[Named]:
+        """The models it calls in iteration t by a path or py:module:function rather than current / initial."""
+        return [r for r in self.reads(s, t) if isinstance(r, Named) and r.read is None]
 
 
 # --------------------------------------------------------------------------- what a stage function may read
@@ -119,11 +143,6 @@ class Inputs:
 
 def _model_read(spec: str, current: int) -> Read | None:
     return (current, "model") if spec == "current" else (0, "model") if spec == "initial" else None
-
-
-def _models(*specs_and_current) -> list[Read]:
-    """Reads of the models named (spec, current) — a path or py: callable reads no artifact."""
-    return [r for spec, cur in specs_and_current if (r := _model_read(spec, cur)) is not None]
 
 
 def _extra(cfg: DictConfig, t: int, name: str):
@@ -355,13 +374,13 @@ def _evaluate(inp: Inputs):
                       thought_cfg=s.thought)
 
 
-def _eval_reads(s: StageConfigs, t: int) -> list[Read]:
-    reads = _models(("current", t))
+def _eval_reads(s: StageConfigs, t: int) -> list[Read | Named]:
+    reads: list[Read | Named] = [(t, "model")]
     if s.eval.win_rate and t:
-        reads += [(0, "eval")] + _models((s.eval.win_rate_judge, t))
+        reads += [(0, "eval"), Named("eval.win_rate_judge", s.eval.win_rate_judge, t)]
     if "judge_quality" in s.eval.measures and s.llm_judge:
-        reads += _models((s.llm_judge.model, t))
-    return list(dict.fromkeys(reads))
+        reads += [Named("judge.model", s.llm_judge.model, t)]
+    return reads
 
 
 TABLE = [
@@ -372,7 +391,7 @@ TABLE = [
     Stage("model", "train", FIRST, ("bootstrap",), lambda s, t: [(0, "bootstrap")], _bootstrap_model,
           when=lambda s: s.bootstrap, extra=("processes", "base_model"), process=True),
     Stage("prompts", "prompts", LOOP, ("prompts", "task"),
-          lambda s, t: (_models((s.prompts.model, t - 1)) + [(t - 1, "prompts")] * _shots_read(s, t))
+          lambda s, t: ([Named("prompts.model", s.prompts.model, t - 1)] + [(t - 1, "prompts")] * _shots_read(s, t))
           if s.prompts.source == "self_instruct" else [],
           _prompts, extra=("seed", "iteration"), process=True),
     Stage("generations", "generate", LOOP, ("generate", "thought"), lambda s, t: [(t, "prompts"), (t - 1, "model")],
@@ -381,14 +400,16 @@ TABLE = [
           lambda s, t: [(t, "prompts"), (t - 1, "model")] + [(k, "generations") for k in range(1, t)],
           _generate_hinted, when=lambda s: s.curriculum, process=True),
     Stage("judgments", "judge", LOOP, ("judge", "model_judge"),
-          lambda s, t: [(t, "prompts"), (t, "generations")] + (_models((s.judge.model, t - 1)) if s.model_judge else []),
+          lambda s, t: [(t, "prompts"), (t, "generations")]
+          + ([Named("judge.model", s.judge.model, t - 1)] if s.model_judge else []),
           _judge, process=True),
     Stage("behaviors", "behaviors", LOOP, ("behaviors", "task", "generate"),
-          lambda s, t: [(t, "judgments")] + _models((s.behaviors.classifier, t - 1)) * bool(s.behaviors.classifier),
+          lambda s, t: [(t, "judgments")] + [Named("behaviors.classifier", s.behaviors.classifier, t - 1)]
+          * bool(s.behaviors.classifier),
           _behaviors, when=lambda s: s.behaviors, process=True),
     Stage("meta_judgments", "meta_judge", LOOP, ("meta_judge",),
-          lambda s, t: [(t, "prompts"), (t, "judgments")] + _models((s.meta_judge.model, t - 1)), _meta_judge,
-          when=lambda s: s.meta_judge, process=True),
+          lambda s, t: [(t, "prompts"), (t, "judgments"), Named("meta_judge.model", s.meta_judge.model, t - 1)],
+          _meta_judge, when=lambda s: s.meta_judge, process=True),
     Stage("refinements", "refine", LOOP, ("refine", "generate", "verify"),
           lambda s, t: [(t, "prompts"), (t, "judgments"), (t - 1, "model")], _refine,
           when=lambda s: s.refine.rounds > 0, process=True),
@@ -450,7 +471,7 @@ def plan(cfg: DictConfig) -> dict[tuple[int, str], PlannedStage]:
     for t in range(cfg.iterations + 1):
         s = configs_at(cfg, t)
         for st in stages_at(t, s):
-            reads = list(dict.fromkeys(st.reads(s, t)))
+            reads = st.artifacts(s, t)
             for r in reads:
                 if r not in out and r != (0, "model"):
                     raise RuntimeError(f"stage iter_{t:02d}/{st.name} reads iter_{r[0]:02d}/{r[1]}, which no earlier "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import ConfigError, StageConfigs
+from pipeline.config import ConfigError
 from pipeline.graph import Run, configs_at, plan, runner_configs, stages_at, validate
 from pipeline.models import not_a_model_folder, resolve_model
 from pipeline.report import iteration_metrics, print_summary_line, print_table, record_versions, write_report
@@ -34,7 +34,8 @@ def check_inputs(cfg: DictConfig) -> None:
     notices: list[str] = []
     for t in range(cfg.iterations + 1):
         s = configs_at(cfg, t)
-        names = {st.name for st in stages_at(t, s)}
+        stages = stages_at(t, s)
+        names = {st.name for st in stages}
         task = load_task(s.task)
         if "eval" in names and task.kind != "answer" and "maj" in s.eval.measures:
             raise ConfigError(f"eval.measures: maj votes over final answers; task {task.name} is checked by "
@@ -49,26 +50,13 @@ def check_inputs(cfg: DictConfig) -> None:
                 load_seed_pool(s.prompts.seed_pool)  # the examples the model writes new instructions from
             except (OSError, ValueError) as e:
                 raise ConfigError(str(e)) from None
-        for field, spec in named_models(s, t, names):
-            problem = _model_problem(spec)
+        for named in (m for st in stages for m in st.named_models(s, t)):  # graph.py declares them
+            problem = _model_problem(named.spec)
             if problem:
-                raise ConfigError(f"{field}: {problem}")
+                raise ConfigError(f"{named.field}: {problem}")
         notices += task.notices + (no_gold_notice(task, s.pairs) if "pairs" in names else [])
     for notice in dict.fromkeys(notices):
         print(notice, flush=True)
-
-
-def named_models(s: StageConfigs, t: int, names: set[str]) -> list[tuple[str, str]]:
-    """(field, value) of each model that a stage of iteration t (`names`) calls by a path or py:module:function
-    rather than current / initial: the stages' model arguments in pipeline/graph.py, by config field."""
-    named = [("judge.model", s.model_judge.model if "judgments" in names and s.model_judge else ""),
-             ("meta_judge.model", s.meta_judge.model if "meta_judgments" in names else ""),
-             ("prompts.model", s.prompts.model if "prompts" in names and s.prompts.source == "self_instruct" else ""),
-             ("behaviors.classifier", s.behaviors.classifier if "behaviors" in names else ""),
-             ("eval.win_rate_judge", s.eval.win_rate_judge if "eval" in names and s.eval.win_rate and t else ""),
-             ("judge.model", s.llm_judge.model if "eval" in names and "judge_quality" in s.eval.measures
-              and s.llm_judge else "")]
-    return [(field, spec) for field, spec in named if spec not in ("", "current", "initial")]
 
 
 def _model_problem(spec: str) -> str | None:

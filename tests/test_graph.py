@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 
-from pipeline.graph import NAMES, TABLE, Inputs, UndeclaredRead, configs_at, plan, stages_at
+from pipeline.graph import NAMES, TABLE, Inputs, Named, UndeclaredRead, configs_at, plan, stages_at
 
 
 _compose = compose_config
@@ -59,6 +59,31 @@ def test_plan_order_follows_the_table_and_the_algorithm():
     assert plan(primed)[(0, "bootstrap")].config["bootstrap"]["condition"] == "all"
     assert [n for (t, n) in plan(_compose("task=gym", "bootstrap=priming", "bootstrap.condition=unprimed"))
             if t == 0] == ["eval"]  # the control arm: no fine-tuning
+
+
+@pytest.mark.parametrize("overrides, by_path", [
+    (("method=self_rewarding", "judge.model=/m/judge", "prompts.model=py:m:write", "eval.win_rate_judge=/m/win"),
+     {"judge.model", "prompts.model", "eval.win_rate_judge"}),
+    (("method=meta_rewarding", "meta_judge.model=/m/meta", "behaviors.classifier=/m/classifier"),
+     {"meta_judge.model", "behaviors.classifier"}),
+    (("method=tpo", "judge.model=/m/pairwise"), {"judge.model"}),
+    *[((f"method={m}",), set()) for m in ("irpo", "irpo_refine", "dpo", "star", "seele", "tpo_direct")],
+])
+def test_a_model_a_stage_names_is_declared_with_the_field_that_holds_it(overrides, by_path):
+    """The up-front check of models named by path (pipeline/loop.py) reports the field a stage's `Named` read
+    declares: the field must hold that model, and only paths and py: callables are left to the check."""
+    cfg, fields = _compose(*overrides), set()
+    for t in range(cfg.iterations + 1):
+        s = configs_at(cfg, t)
+        for st in stages_at(t, s):
+            for r in st.reads(s, t):
+                if isinstance(r, Named):
+                    group, attr = r.field.split(".")
+                    assert getattr(getattr(s, group), attr) == r.spec, (st.name, r)
+                    assert (r.read is None) == (r.spec not in ("current", "initial"))
+            fields |= {m.field for m in st.named_models(s, t)}
+            assert not any(r[1] == "model" and r[0] not in (0, t - 1, t) for r in st.artifacts(s, t))
+    assert fields == by_path
 
 
 def test_reading_anything_undeclared_raises():

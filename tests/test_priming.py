@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import re
 
 import pandas as pd
 import pytest
@@ -69,7 +70,7 @@ def test_unsolvable_problems_are_skipped_not_faked():
     (("task=gym", "bootstrap=priming", "bootstrap.kind=other"), "bootstrap.kind must be 'seed' or 'priming'"),
 ])
 def test_priming_config_is_checked_before_anything_runs(overrides, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         stage_configs(compose_config(*overrides))
 
 
