@@ -7,6 +7,7 @@ it is already finished, else computed and written (pipeline/store.py), so rerunn
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from pipeline.config import ConfigError
 from pipeline.graph import Run, configs_at, plan, runner_configs, stages_at, validate
 from pipeline.models import not_a_model_folder, resolve_model
 from pipeline.report import iteration_metrics, print_summary_line, print_table, record_versions, write_report
-from pipeline.runner import Runner
+from pipeline.runner import Runner, RunnerConfig
 from pipeline.store import Store
 from pipeline.tracking import make_tracker
 from stages.generate import python_model
@@ -32,6 +33,7 @@ def check_inputs(cfg: DictConfig) -> None:
     votes, SEELE's hints or a model judge (or change the task) from a later iteration on, and an evaluation-only
     run (iterations=0) samples no hints and makes no pairs. Each notice is printed once."""
     notices: list[str] = []
+    runners = runner_configs(cfg)
     for t in range(cfg.iterations + 1):
         s = configs_at(cfg, t)
         stages = stages_at(t, s)
@@ -50,8 +52,8 @@ def check_inputs(cfg: DictConfig) -> None:
                 load_seed_pool(s.prompts.seed_pool)  # the examples the model writes new instructions from
             except (OSError, ValueError) as e:
                 raise ConfigError(str(e)) from None
-        for named in (m for st in stages for m in st.named_models(s, t)):  # graph.py declares them
-            problem = _model_problem(named.spec)
+        for st, named in ((st, m) for st in stages for m in st.named_models(s, t)):  # graph.py declares them
+            problem = _model_problem(named.spec, runners.get(st.group, RunnerConfig()))
             if problem:
                 raise ConfigError(f"{named.field}: {problem}")
         notices += task.notices + (no_gold_notice(task, s.pairs) if "pairs" in names else [])
@@ -59,10 +61,18 @@ def check_inputs(cfg: DictConfig) -> None:
         print(notice, flush=True)
 
 
-def _model_problem(spec: str) -> str | None:
-    """Why a model named by a path or py:module:function cannot be called (None: it can, or it is a hub id)."""
+def _model_problem(spec: str, where: RunnerConfig) -> str | None:
+    """Why a model named by a path or py:module:function cannot be called (None: it can, or it is a hub id). A py:
+    callable is imported where its stage runs: a worker with its own interpreter or environment (runner.<group>.python
+    / .env) may be the only one that can import it."""
     if not spec.startswith("py:"):
         return not_a_model_folder(spec)
+    if where.kind != "inprocess" and (where.python or where.env):
+        check = "import sys; from stages.generate import python_model; python_model(sys.argv[1])"
+        p = subprocess.run([where.interpreter, "-c", check, spec], capture_output=True, text=True,
+                           env=where.environment())
+        last = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+        return None if p.returncode == 0 else last.removeprefix("ValueError: ")
     try:
         python_model(spec)
     except ValueError as e:

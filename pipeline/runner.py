@@ -65,6 +65,14 @@ class RunnerConfig:
         if self.python and not shutil.which(self.python):
             raise ValueError(f"python: no interpreter {self.python!r}")
 
+    @property
+    def interpreter(self) -> str:
+        return self.python or sys.executable
+
+    def environment(self) -> dict[str, str]:
+        """The workers' environment: this process's, with `env` on top."""
+        return {**os.environ, **{k: str(v) for k, v in self.env.items()}}
+
 
 def runner_configs(values: dict, stages: tuple[str, ...]) -> dict[str, RunnerConfig]:
     """The `runner` config node as {stage group: RunnerConfig}; `stages`: the groups that may run as processes
@@ -105,7 +113,7 @@ class Runner:
         spec = {"stage": f"iter_{t:02d}/{stage}", "function": f"{fn.__module__}:{fn.__qualname__}",
                 "sharded": sharded, "kwargs": encode_call(kwargs, job)}
         _write_json(job / "job.json", spec)
-        env = {**os.environ, **{k: str(v) for k, v in rc.env.items()}}
+        env = rc.environment()
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // rc.nproc)))
         from stages.process import run_workers
 
@@ -121,7 +129,7 @@ class Runner:
 
 
 def command(rc: RunnerConfig, job: Path) -> list[str]:
-    python = rc.python or sys.executable
+    python = rc.interpreter
     worker = ["-m", "pipeline.runner", str(job)]
     if rc.kind == "subprocess":
         return [python, *worker]

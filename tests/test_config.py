@@ -159,6 +159,22 @@ def test_a_model_named_by_a_stage_is_checked_before_any_work(tmp_path, overrides
     assert not (tmp_path / "run" / "iter_00").exists() and not (tmp_path / "cache").exists()
 
 
+def test_a_py_model_is_imported_where_its_stage_runs(tmp_path):
+    """A py: judge whose module only the stage's worker can import (runner.<group>.env or .python) is checked by
+    that worker's interpreter and environment, not refused because this process cannot import it."""
+    from conftest import TINY, compose_config
+    from pipeline.loop import check_inputs
+
+    (tmp_path / "worker_only_judge.py").write_text("def judge(prompts, cfg):\n    return []\n")
+    worker = ["runner=subprocess", f"+runner.judge.env.PYTHONPATH={tmp_path}"]
+    check_inputs(compose_config(*TINY, "judge=llm", "judge.model=py:worker_only_judge:judge", *worker))
+    with pytest.raises(ConfigError, match=re.escape("judge.model: model 'py:worker_only_judge:nope': cannot "
+                                                    "import nope from 'worker_only_judge'")):
+        check_inputs(compose_config(*TINY, "judge=llm", "judge.model=py:worker_only_judge:nope", *worker))
+    with pytest.raises(ConfigError, match="judge.model: model 'py:worker_only_judge:judge': cannot import"):
+        check_inputs(compose_config(*TINY, "judge=llm", "judge.model=py:worker_only_judge:judge"))  # in-process
+
+
 def test_cfg_job_prints_the_composed_config(env):
     p = _cli("--cfg", "job", "method=dpo", "train.beta=0.05", env=env)
     assert p.returncode == 0
