@@ -123,21 +123,19 @@ def load_seed_pool(source: str) -> list[str]:
     path = Path(source).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"prompts.seed_pool: file not found: {path}")
-    if path.suffix == ".txt":
-        pool = [line.strip() for line in path.read_text().splitlines()]
-    elif path.suffix in (".jsonl", ".json"):
-        from stages.tasks import TaskInputError
-        from stages.tasks.files import read_rows
-
-        try:
-            rows = read_rows(str(path))  # a malformed file: its name and line
-        except TaskInputError as e:
-            raise ValueError(f"prompts.seed_pool: {e}") from None
-        if not all("instruction" in r for r in rows):
-            raise ValueError(f"prompts.seed_pool: every row of {path} needs an 'instruction' field")
-        pool = [str(r["instruction"]).strip() for r in rows]
-    else:
+    if path.suffix not in (".txt", ".jsonl", ".json"):
         raise ValueError(f"prompts.seed_pool: {path} must be .txt, .jsonl or .json")
+    from stages.tasks import TaskInputError
+    from stages.tasks.files import read_rows, read_text
+
+    try:  # a malformed file: its name and line
+        rows = [{"instruction": line} for line in read_text(path).splitlines()] if path.suffix == ".txt" \
+            else read_rows(str(path))
+    except TaskInputError as e:
+        raise ValueError(f"prompts.seed_pool: {e}") from None
+    if not all("instruction" in r for r in rows):
+        raise ValueError(f"prompts.seed_pool: every row of {path} needs an 'instruction' field")
+    pool = [str(r["instruction"]).strip() for r in rows]
     pool = [p for p in dict.fromkeys(pool) if p]
     if len(pool) < 2:
         raise ValueError(f"prompts.seed_pool: {path} needs at least 2 instructions")

@@ -67,6 +67,9 @@ def test_seed_pool_files(tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"instruction": "a"}\n{"instruction": "b\n')
     with pytest.raises(ValueError, match=f"^prompts.seed_pool: {tmp_path / 'broken.jsonl'}:2: not a JSON object"):
         load_seed_pool(str(tmp_path / "broken.jsonl"))
+    (tmp_path / "latin1.txt").write_bytes("Do one thing.\nErkläre es.\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=f"^prompts.seed_pool: {tmp_path / 'latin1.txt'}:2: not UTF-8 text"):
+        load_seed_pool(str(tmp_path / "latin1.txt"))
 
 
 def test_a_bad_seed_pool_is_refused_before_any_model_loads(tmp_path):

@@ -23,6 +23,16 @@ from stages.verify import check_answer
 LOCAL = (".jsonl", ".json", ".parquet", ".csv")
 
 
+def read_text(path: Path) -> str:
+    """A local text file (UTF-8, a byte-order mark allowed); otherwise TaskInputError naming its line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise TaskInputError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start})") from None
+
+
 def read_rows(source: str) -> list[dict]:
     """The rows of a local .jsonl/.json/.parquet/.csv file, read here rather than by `datasets` so that a
     malformed file is one line naming the file, the line or row, and what is wrong (TaskInputError)."""
@@ -37,12 +47,7 @@ def read_rows(source: str) -> list[dict]:
             return pq.read_table(path).to_pylist()
         except Exception as e:
             raise TaskInputError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise TaskInputError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start})") from None
+    text = read_text(path)
     if suffix == ".csv":
         import csv
         import io
