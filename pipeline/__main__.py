@@ -29,6 +29,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.loop import run
     from pipeline.store import RunInUseError, StaleStageError
     from stages.tasks import TaskInputError
+    from stages.train import TrainDataError
 
     quiet_libraries()
     hc = HydraConfig.get()
@@ -36,7 +37,8 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg, Path(hc.runtime.output_dir), job_name=hc.job.override_dirname if multirun else None,
             overrides=list(hc.overrides.task))
-    except (ConfigError, TaskInputError, StaleStageError, RunInUseError, FileNotFoundError, KeyError) as e:
+    except (ConfigError, TaskInputError, TrainDataError, StaleStageError, RunInUseError, FileNotFoundError,
+            KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         if multirun:

@@ -58,6 +58,11 @@ TRL_RANGES = {
 }
 
 
+class TrainDataError(ValueError):
+    """This iteration's examples cannot train under the config: one line naming the option. Everything before the
+    training stage is kept, so rerunning with the option changed resumes there."""
+
+
 @dataclass
 class TrainConfig:
     trainer: str = "dpo"  # dpo | sft
@@ -83,6 +88,8 @@ class TrainConfig:
         if self.quantize and not self.lora:
             raise ValueError("train.quantize=4bit (QLoRA) trains a LoRA adapter on the 4-bit base: set train.lora too, "
                              "e.g. train.lora='{r: 16, lora_alpha: 32, target_modules: all-linear}'")
+        if self.lora is not None:
+            self._check_lora()
         if self.quantize:
             import importlib.util
 
@@ -98,6 +105,22 @@ class TrainConfig:
             v = self.args.get(k)
             if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v)):
                 raise ValueError(f"train.{k} must be {rule}, got {v!r}")
+
+    def _check_lora(self) -> None:
+        """peft refuses some LoRA settings (an unknown field, r = 0) only when it wraps the model, which is after
+        the iteration's sampling and judging: build its config here."""
+        if not isinstance(self.lora, dict):
+            raise ValueError(f"train.lora must be a mapping of peft.LoraConfig fields, e.g. "
+                             f"'{{r: 16, lora_alpha: 32, target_modules: all-linear}}', got {self.lora!r}")
+        r = self.lora.get("r", 8)
+        if not (isinstance(r, int) and not isinstance(r, bool) and r >= 1):
+            raise ValueError(f"train.lora: r must be an integer >= 1, got {r!r}")
+        from peft import LoraConfig
+
+        try:
+            LoraConfig(**{"task_type": "CAUSAL_LM", **self.lora})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"train.lora: {e}") from None
 
     def trl_config_class(self):
         from trl import DPOConfig, SFTConfig
@@ -225,6 +248,23 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _long_prompts(records: list[dict], tok, args) -> int:
+    """How many pairs TRL's DPOTrainer leaves out because the prompt alone fills max_length (keep_start
+    truncation), counted with TRL's tokenization of the prompt: TRL drops them silently, and when it drops every
+    pair it dies in a bare torch.cat, so that case is a TrainDataError naming the option."""
+    if args.max_length is None or args.truncation_mode != "keep_start":
+        return 0
+    lengths = [len(tok.apply_chat_template(r["prompt"], tokenize=True, return_dict=True, add_generation_prompt=True)
+                   ["input_ids"]) if isinstance(r["prompt"], list) else len(tok(r["prompt"])["input_ids"])
+               for r in records]
+    long = sum(n >= args.max_length for n in lengths)
+    if long == len(records):
+        raise TrainDataError(f"train.max_length={args.max_length}: the prompt of each of the {long} pairs fills it "
+                             f"(the shortest has {min(lengths)} tokens), and TRL's DPOTrainer leaves such pairs out: "
+                             "raise train.max_length")
+    return long
+
+
 def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: TrainConfig,
           initial_model_path: str | None = None, callbacks: list | None = None, desc: str = "train") -> dict:
     """Train on `records` (DPO: prompt/chosen/rejected; SFT: prompt/completion, TRL's conversational
@@ -250,6 +290,10 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
     data = Dataset.from_list([{k: r[k] for k in columns} for r in records])
     tok = load_tokenizer(model_path, padding_side="right")
     args = _trl_args(cfg, work_dir)
+    dropped = _long_prompts(records, tok, args) if cfg.trainer == "dpo" else 0
+    if dropped:
+        print(f"{desc}: {dropped} of {len(records)} pairs left out, their prompt fills train.max_length="
+              f"{args.max_length}", flush=True)
     peft_config = LoraConfig(**{"task_type": "CAUSAL_LM", **cfg.lora}) if cfg.lora else None
     model = _load(model_path, cfg.dtype, cfg.quantize)
     with _cpu_lm_head():  # TRL builds its LM head and scores the reference log-probs in the constructor
@@ -291,6 +335,8 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
                "examples": len(records), "seconds": round(time.time() - t0, 2)}
     if trainer.accelerator.num_processes > 1:
         metrics["processes"] = trainer.accelerator.num_processes
+    if dropped:
+        metrics["dropped_long_prompt"] = dropped
     for key in ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
                 "logps/chosen", "logps/rejected"):
         vals = [h[key] for h in logs if key in h and math.isfinite(h[key])]

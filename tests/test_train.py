@@ -93,6 +93,27 @@ def test_train_config_refuses_bad_values():
         TrainConfig(alpha=1.0, args={"loss_type": ["ipo"]})
     with pytest.raises(ValueError, match="learning_rate"):
         TrainConfig(args={"learning_rate": 0})
+    # LoRA settings peft would refuse only when it wraps the model, after sampling and judging
+    with pytest.raises(ValueError, match=r"^train.lora: r must be an integer >= 1, got 0"):
+        TrainConfig(lora={"r": 0})
+    with pytest.raises(ValueError, match=r"^train.lora: .*rank"):
+        TrainConfig(lora={"r": 8, "rank": 4})
+    TrainConfig(lora={"r": 8, "lora_alpha": 16, "target_modules": "all-linear"})
+
+
+def test_pairs_whose_prompt_fills_max_length_are_counted_and_all_of_them_is_an_error(tiny_model, tmp_path):
+    """TRL's DPOTrainer drops a pair whose prompt alone fills max_length, silently, and dies in a bare torch.cat
+    when it drops every pair: the stage counts them and names train.max_length."""
+    from stages.train import TrainDataError
+
+    long = [{"role": "user", "content": "Think about sums. " * 40 + PROMPT[0]["content"]}]
+    pairs = _pairs(4)
+    for r in pairs[2:]:
+        r["prompt"] = long
+    metrics = train(tiny_model, pairs, tmp_path / "m", TrainConfig(alpha=0.0, args={**ARGS, "max_length": 64}))
+    assert metrics["dropped_long_prompt"] == 2 and metrics["steps"] == 1  # 2 pairs left, 2 per step
+    with pytest.raises(TrainDataError, match=r"^train.max_length=64: the prompt of each of the 2 pairs fills it"):
+        train(tiny_model, pairs[2:], tmp_path / "n", TrainConfig(alpha=0.0, args={**ARGS, "max_length": 64}))
 
 
 def test_no_examples_keeps_the_model_unchanged(tiny_model, tmp_path):
