@@ -4,6 +4,7 @@ is loaded. The stage table, the resume plan and the run-level checks are in pipe
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -69,10 +70,29 @@ def _make(cls, values: dict, group: str):
         hint = (f" ({', '.join(engine)}: every model call uses the run's one engine, set generate.{engine[0]})"
                 if engine and group != "generate" else "")
         raise ConfigError(f"{group}: unknown field(s) {unknown}; valid: {sorted(names)}{hint}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        kind = _SCALARS.get(hints[name])
+        if kind and not kind[0](value):
+            raise ConfigError(f"{group}.{name} must be {kind[1]}, got {value!r}")
     try:
         return cls(**values)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{group}: {e}") from e
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# a stage field's scalar type: what its value must be (a string where a number belongs would otherwise fail, or
+# not, deep inside a stage, e.g. generate.seed=abc in the first sampling batch)
+_SCALARS = {int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+            float: (_number, "a number"), bool: (lambda v: isinstance(v, bool), "true or false"),
+            str: (lambda v: isinstance(v, str), "a string"),
+            int | None: (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"),
+            float | None: (lambda v: v is None or _number(v), "a number or null"),
+            str | None: (lambda v: v is None or isinstance(v, str), "a string or null")}
 
 
 @dataclass

@@ -66,7 +66,7 @@ class EvalConfig:
             from stages.compare import CompareConfig
 
             CompareConfig(template=self.pairwise_template)  # refuses a template without its placeholders
-        if ("maj" in self.measures) != (self.maj_k >= 2) or self.maj_k < 0:
+        if self.maj_k < 2 if "maj" in self.measures else self.maj_k != 0:
             raise ValueError(f"eval.maj_k must be >= 2 with the measure maj and 0 without it, got {self.maj_k} "
                              f"(measures {self.measures})")
         if ("refine" in self.measures) != (self.refine_rounds >= 1) or self.refine_rounds < 0:

@@ -107,6 +107,12 @@ def test_schedule_sets_per_iteration_values():
     ("judge.timeout_s=0", "judge.timeout_s must be an integer >= 1"),
     ("task.test_size=0", "task.test_size must be >= 1"),
     ("seed=x", "seed must be an integer"),
+    # a value of the wrong type: refused by the field's annotation, not by whatever the stage does with it
+    ("generate.seed=abc", "generate.seed must be an integer, got 'abc'"),  # was a TypeError in the first batch
+    ("generate.temperature=hot", "generate.temperature must be a number, got 'hot'"),
+    ("pairs.include_gold=maybe", "pairs.include_gold must be true or false, got 'maybe'"),
+    ("pairs.max_pairs=many", "pairs.max_pairs must be an integer or null, got 'many'"),
+    ("eval.maj_k=1", "eval.maj_k must be >= 2 with the measure maj and 0 without it"),
 ])
 def test_impossible_values_are_refused_with_a_reason(override, message):
     if message is None:
