@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from stages.behaviors import BehaviorsConfig
 from stages.bootstrap import BootstrapConfig
@@ -59,7 +60,14 @@ class ConfigError(ValueError):
 
 
 def _node(cfg: DictConfig, key: str) -> dict:
-    return OmegaConf.to_container(cfg[key], resolve=True)  # type: ignore[return-value]
+    """A config group as plain values; a value left ??? or an interpolation that does not resolve (judge=pairwise
+    reads ${eval.pairwise_template}, which eval=open sets) is one line naming the key."""
+    try:
+        return OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key} has no value: set it ({e.full_key}=...)") from None
+    except InterpolationResolutionError as e:
+        raise ConfigError(f"{e.full_key}: {str(e.msg).splitlines()[0]}: set {e.full_key} or what it refers to") from None
 
 
 def _make(cls, values: dict, group: str):
@@ -73,7 +81,7 @@ def _make(cls, values: dict, group: str):
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         kind = _SCALARS.get(hints[name])
-        if kind and not kind[0](value):
+        if kind and value is not None and not kind[0](value):  # null: the dataclass's own checks say
             raise ConfigError(f"{group}.{name} must be {kind[1]}, got {value!r}")
     try:
         return cls(**values)
@@ -87,12 +95,11 @@ def _number(v) -> bool:
 
 # a stage field's scalar type: what its value must be (a string where a number belongs would otherwise fail, or
 # not, deep inside a stage, e.g. generate.seed=abc in the first sampling batch)
-_SCALARS = {int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-            float: (_number, "a number"), bool: (lambda v: isinstance(v, bool), "true or false"),
-            str: (lambda v: isinstance(v, str), "a string"),
-            int | None: (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"),
-            float | None: (lambda v: v is None or _number(v), "a number or null"),
-            str | None: (lambda v: v is None or isinstance(v, str), "a string or null")}
+_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+_FLOAT = (_number, "a number")
+_STR = (lambda v: isinstance(v, str), "a string")
+_SCALARS = {int: _INT, int | None: _INT, float: _FLOAT, float | None: _FLOAT, str: _STR, str | None: _STR,
+            bool: (lambda v: isinstance(v, bool), "true or false")}
 
 
 @dataclass

@@ -111,8 +111,12 @@ def test_schedule_sets_per_iteration_values():
     ("generate.seed=abc", "generate.seed must be an integer, got 'abc'"),  # was a TypeError in the first batch
     ("generate.temperature=hot", "generate.temperature must be a number, got 'hot'"),
     ("pairs.include_gold=maybe", "pairs.include_gold must be true or false, got 'maybe'"),
-    ("pairs.max_pairs=many", "pairs.max_pairs must be an integer or null, got 'many'"),
+    ("pairs.max_pairs=many", "pairs.max_pairs must be an integer, got 'many'"),
     ("eval.maj_k=1", "eval.maj_k must be >= 2 with the measure maj and 0 without it"),
+    ("task=file", "task.source has no value"),
+    ("task=code_file", "task.layout=humaneval reads code problems from your file, and 'code' is a built-in task"),
+    ("judge=pairwise", "judge.template: Interpolation key 'eval.pairwise_template' not found"),  # eval=open sets it
+    ("judge=pairwise eval=open", None),
 ])
 def test_impossible_values_are_refused_with_a_reason(override, message):
     if message is None:
@@ -144,6 +148,9 @@ def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
     bad.write_text('{"q": "1+1?", "a": "2"}\n{"q": "2+2?", "a": "4"}\n')
     p = _cli("task=file", f"task.source={bad}", f"hydra.run.dir={tmp_path / 'd'}", env=e)
     assert p.returncode == 2 and "bad.jsonl" in p.stderr and "'question'" in p.stderr
+    p = _cli("task=file", f"paths.output_dir={tmp_path / 'e'}", env=e)  # the run folder's name needs no source
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == "error: task.source has no value: set it " \
+        "(task.source=...)"
     assert not (tmp_path / "cache").exists()  # no model was converted or loaded
 
 

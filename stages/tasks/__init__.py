@@ -103,6 +103,10 @@ class TaskConfig:
                 raise ValueError(f"task.sandbox: {e}") from None
         if self.layout not in LAYOUTS:
             raise ValueError(f"task.layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
+        if self.layout != "qa" and self.source in SOURCES:  # task=code_file without a file: not the built-in task
+            raise ValueError(f"task.source: task.layout={self.layout} reads code problems from your file, and "
+                             f"{self.source!r} is a built-in task: set task.source=<file> "
+                             "(e.g. task=code_file task.source=data/mbpp.jsonl task.layout=mbpp)")
         if self.source == "gym" and not self.dataset:
             raise ValueError("task.dataset: name the reasoning-gym generator (task=gym task.dataset=countdown)")
         if self.prompts_per_iteration is not None and self.prompts_per_iteration < 1:
