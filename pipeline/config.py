@@ -67,7 +67,8 @@ def _node(cfg: DictConfig, key: str) -> dict:
     except MissingMandatoryValue as e:
         raise ConfigError(f"{e.full_key} has no value: set it ({e.full_key}=...)") from None
     except InterpolationResolutionError as e:
-        raise ConfigError(f"{e.full_key}: {str(e.msg).splitlines()[0]}: set {e.full_key} or what it refers to") from None
+        first = str(e.msg).splitlines()[0]
+        raise ConfigError(f"{e.full_key}: {first}: set {e.full_key} or what it refers to") from None
 
 
 def _make(cls, values: dict, group: str):
