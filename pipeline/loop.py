@@ -25,6 +25,7 @@ from stages.hints import check_task
 from stages.pairs import no_gold_notice
 from stages.self_instruct import load_seed_pool
 from stages.tasks import load_task
+from stages.vllm_client import VllmOptions, gpu_groups
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -52,6 +53,11 @@ def check_inputs(cfg: DictConfig) -> None:
                 load_seed_pool(s.prompts.seed_pool)  # the examples the model writes new instructions from
             except (OSError, ValueError) as e:
                 raise ConfigError(str(e)) from None
+        if s.generate.backend == "vllm":  # every model call of the run goes through vLLM workers on GPUs
+            try:
+                gpu_groups(VllmOptions.parse(s.generate.vllm))
+            except RuntimeError as e:
+                raise ConfigError(f"{e} (generate=vllm runs on CUDA GPUs; generate=hf runs anywhere)") from None
         for st, named in ((st, m) for st in stages for m in st.named_models(s, t)):  # graph.py declares them
             problem = _model_problem(named.spec, runners.get(st.group, RunnerConfig()))
             if problem:

@@ -89,7 +89,9 @@ def read_response(path: Path, request: dict) -> tuple[list[dict], dict]:
     return records, data.get("stats", {})
 
 
-def _gpu_groups(opts: VllmOptions) -> list[str]:
+def gpu_groups(opts: VllmOptions) -> list[str]:
+    """CUDA_VISIBLE_DEVICES of each data-parallel worker; RuntimeError when too few GPUs are visible (checked before
+    any model loads, pipeline/loop.py)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
         ids = [g for g in visible.split(",") if g.strip()]
@@ -112,7 +114,7 @@ def generate_vllm(model_path: str, prompts: list[dict], cfg, desc: str = "genera
     t0 = time.time()
     opts = VllmOptions.parse(cfg.vllm)
     requests = build_requests(model_path, prompts, cfg, opts)
-    gpus = _gpu_groups(opts)
+    gpus = gpu_groups(opts)
     work = Path(tempfile.mkdtemp(prefix="vllm-"))
     jobs = []
     for k, req in enumerate(requests):

@@ -197,6 +197,18 @@ def test_a_py_model_is_imported_where_its_stage_runs(tmp_path):
         check_inputs(compose_config(*TINY, "judge=llm", "judge.model=py:worker_only_judge:judge"))  # in-process
 
 
+def test_vllm_without_the_gpus_it_asks_for_is_refused_before_any_model_loads(monkeypatch):
+    """generate=vllm on a machine without enough visible GPUs used to fail in M0's evaluation, as a traceback."""
+    from conftest import TINY, compose_config
+    from pipeline.loop import check_inputs
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # one GPU, whatever this machine has
+    check_inputs(compose_config(*TINY, "generate=vllm"))
+    with pytest.raises(ConfigError, match=re.escape("generate.vllm: tensor_parallel_size x data_parallel_size = 2 "
+                                                    "GPUs, 1 visible (generate=vllm runs on CUDA GPUs")):
+        check_inputs(compose_config(*TINY, "generate=vllm", "generate.vllm.data_parallel_size=2"))
+
+
 def test_cfg_job_prints_the_composed_config(env):
     p = _cli("--cfg", "job", "method=dpo", "train.beta=0.05", env=env)
     assert p.returncode == 0
