@@ -25,11 +25,8 @@ import pipeline.config  # noqa: E402,F401  (registers the ${basename:...} resolv
 def main(cfg: DictConfig) -> None:
     from pathlib import Path
 
-    from pipeline.config import ConfigError
+    from pipeline import error_message, input_errors
     from pipeline.loop import run
-    from pipeline.store import RunInUseError, StaleStageError
-    from stages.tasks import TaskInputError
-    from stages.train import TrainDataError
 
     quiet_libraries()
     hc = HydraConfig.get()
@@ -37,10 +34,8 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg, Path(hc.runtime.output_dir), job_name=hc.job.override_dirname if multirun else None,
             overrides=list(hc.overrides.task))
-    except (ConfigError, TaskInputError, TrainDataError, StaleStageError, RunInUseError, FileNotFoundError,
-            KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
+    except input_errors() as e:
+        print(f"error: {error_message(e)}", file=sys.stderr)
         if multirun:
             raise
         sys.exit(2)

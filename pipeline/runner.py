@@ -13,9 +13,11 @@ rank: it rebuilds the arguments (no Hydra in worker ranks), calls the function a
 ``result.<rank>.json``. A stage function with a ``shard=(rank, world_size)`` parameter (generation) works on its
 share of the inputs on every rank and the parts are merged in input order; any other (training) runs on every
 rank in lockstep and rank 0's result is the stage's. The workers' output is shown and kept in
-``iter_XX/<stage>.log``. A failed worker fails the stage with its exit status and the log's tail; nothing reaches
-the store (a rerun computes the stage again), and the job folder is left for debugging until the next run
-starts: ``python -m pipeline.runner <job folder>`` reruns it by hand.
+``iter_XX/<stage>.log``. A worker stopped by the user's input (a config value, a task file, training data)
+hands its exception back and the pipeline raises it as in process; any other failed worker fails the stage with
+its exit status and the log's tail. Either way nothing reaches the store (a rerun computes the stage again), and
+the job folder is left for debugging until the next run starts: ``python -m pipeline.runner <job folder>`` reruns
+it by hand.
 """
 
 from __future__ import annotations
@@ -115,9 +117,13 @@ class Runner:
         _write_json(job / "job.json", spec)
         env = rc.environment()
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // rc.nproc)))
-        from stages.process import run_workers
+        from stages.process import WorkerError, run_workers
 
-        run_workers([(command(rc, job), env, iter_dir / f"{stage}.log")], what=f"stage {spec['stage']}")
+        try:
+            run_workers([(command(rc, job), env, iter_dir / f"{stage}.log")], what=f"stage {spec['stage']}")
+        except WorkerError:
+            _raise_input_error(job)
+            raise
         ranks = range(rc.nproc) if sharded else [0]
         missing = [r for r in ranks if not (job / f"result.{r}.json").is_file()]
         if missing:
@@ -126,6 +132,18 @@ class Runner:
         results = [decode(json.loads((job / f"result.{r}.json").read_text()), job) for r in ranks]
         shutil.rmtree(job, ignore_errors=True)
         return merge(kwargs, results) if sharded else results[0]
+
+
+def _raise_input_error(job: Path) -> None:
+    """A worker that stopped on the user's input (pipeline.input_errors: a config value, a task file, training
+    data) left its exception in ``error.<rank>.json``: raise it here as itself, the same line as in process."""
+    from pipeline import input_errors
+
+    for path in sorted(job.glob("error.*.json")):
+        error = json.loads(path.read_text())
+        cls = _import(error["type"])
+        if isinstance(cls, type) and issubclass(cls, input_errors()):
+            raise cls(error["message"]) from None
 
 
 def command(rc: RunnerConfig, job: Path) -> list[str]:
@@ -216,7 +234,14 @@ def work(job: Path) -> None:
     if spec["sharded"]:
         kwargs["shard"] = (rank, world)
     (job / f"worker.{rank}.pid").write_text(str(os.getpid()))
-    result = _import(spec["function"])(**kwargs)
+    try:
+        result = _import(spec["function"])(**kwargs)
+    except Exception as e:  # for the pipeline to raise again if it is an input error (_raise_input_error)
+        from pipeline import error_message
+
+        _write_json(job / f"error.{rank}.json", {"type": f"{type(e).__module__}:{type(e).__qualname__}",
+                                                 "message": error_message(e)})
+        raise
     if spec["sharded"] or rank == 0:
         _write_json(job / f"result.{rank}.json", encode_call(result, job, f"result.{rank}."))
 

@@ -291,7 +291,7 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
     tok = load_tokenizer(model_path, padding_side="right")
     args = _trl_args(cfg, work_dir)
     dropped = _long_prompts(records, tok, args) if cfg.trainer == "dpo" else 0
-    if dropped:
+    if dropped and _is_main():
         print(f"{desc}: {dropped} of {len(records)} pairs left out, their prompt fills train.max_length="
               f"{args.max_length}", flush=True)
     peft_config = LoraConfig(**{"task_type": "CAUSAL_LM", **cfg.lora}) if cfg.lora else None

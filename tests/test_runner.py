@@ -110,13 +110,32 @@ def test_train_with_two_torchrun_processes(tmp_path, tiny_model):
                             "logging_steps": 1, "seed": 0, "num_train_epochs": 1})
     run = Runner({"train": RunnerConfig(kind="torchrun", nproc=2)}, tmp_path)
     out = tmp_path / "iter_01" / "model"
-    metrics = run("train", 1, train, model_path=tiny_model, records=PAIRS, output_dir=out, cfg=cfg, desc="ddp")
+    long = {**PAIRS[0], "prompt": [{"role": "user", "content": "What is 1 + 1? " * 40}], "prompt_id": "long"}
+    metrics = run("train", 1, train, model_path=tiny_model, records=[*PAIRS, long], output_dir=out, cfg=cfg, desc="ddp")
     assert metrics["processes"] == 2 and metrics["steps"] == 2  # 8 pairs / (2 per device x 2 processes)
+    assert metrics["dropped_long_prompt"] == 1  # TRL leaves the long prompt out; the line is printed once, not per rank
+    assert (tmp_path / "iter_01" / "train.log").read_text().count("1 of 9 pairs left out") == 1
     before, after = load_file(Path(tiny_model) / "model.safetensors"), load_file(out / "model.safetensors")
     assert before.keys() == after.keys() and all(before[k].shape == after[k].shape for k in before)
     assert any(not (before[k] == after[k]).all() for k in before)  # trained
     assert json.loads((out / "trainer_log.json").read_text())[-1]["train_loss"] == pytest.approx(metrics["train_loss"])
     assert generate(str(out), PROMPTS[:1], GEN)[0]  # the same kind of checkpoint: the next iteration loads it
+
+
+def test_a_worker_hands_back_an_input_error_as_itself(tmp_path, tiny_model):
+    """A stage's input error in a worker (here every pair's prompt fills max_length) reaches the pipeline as the
+    same exception and message as in process (one `error:` line), not as a worker failure with a log tail."""
+    from stages.train import TrainDataError
+
+    cfg = TrainConfig(args={"max_length": 10})
+    here = pytest.raises(TrainDataError, match=r"^train.max_length=10: the prompt of each of the 8 pairs fills it")
+    with here:
+        train(tiny_model, PAIRS, tmp_path / "here", cfg)
+    run = Runner({"train": RunnerConfig(kind="torchrun", nproc=2)}, tmp_path)
+    with pytest.raises(TrainDataError) as there:
+        run("train", 1, train, model_path=tiny_model, records=PAIRS, output_dir=tmp_path / "there", cfg=cfg)
+    assert str(there.value) == str(here.excinfo.value)
+    assert "Traceback" in (tmp_path / "iter_01" / "train.log").read_text()  # the log keeps the worker's traceback
 
 
 def test_pipeline_with_stages_as_processes_and_a_worker_killed_mid_stage(tmp_path, env, reference_run):
