@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
@@ -59,6 +59,12 @@ class ConfigError(ValueError):
     """A bad configuration value, named by its key."""
 
 
+class UnknownFieldsError(ConfigError):
+    def __init__(self, message: str, group: str, fields: list[str]):
+        super().__init__(message)
+        self.group, self.fields = group, fields
+
+
 def _node(cfg: DictConfig, key: str) -> dict:
     """A config group as plain values; a value left ??? or an interpolation that does not resolve (judge=pairwise
     reads ${eval.pairwise_template}, which eval=open sets) is one line naming the key."""
@@ -78,7 +84,7 @@ def _make(cls, values: dict, group: str):
         engine = [k for k in unknown if k in ("dtype", "device", "backend", "vllm")]
         hint = (f" ({', '.join(engine)}: every model call uses the run's one engine, set generate.{engine[0]})"
                 if engine and group != "generate" else "")
-        raise ConfigError(f"{group}: unknown field(s) {unknown}; valid: {sorted(names)}{hint}")
+        raise UnknownFieldsError(f"{group}: unknown field(s) {unknown}; valid: {sorted(names)}{hint}", group, unknown)
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         kind = _SCALARS.get(hints[name])
@@ -158,6 +164,30 @@ def _apply_schedule(values: dict[str, dict], flat: dict[str, list], iteration: i
 
 def stage_configs(cfg: DictConfig, iteration: int = 1) -> StageConfigs:
     """Typed, validated stage configs for `iteration` (schedule applied). Raises ConfigError naming the key."""
+    try:
+        return _stage_configs(cfg, iteration)
+    except UnknownFieldsError as e:
+        raise ConfigError(f"{e}{_set_by_method(cfg, e.group, e.fields)}") from None
+
+
+def _set_by_method(cfg: DictConfig, group: str, fields: list[str]) -> str:
+    """Where unknown fields came from when the method preset sets them for its own choice of the group
+    (method=meta_rewarding's judge.num_judgments under judge=pairwise): the preset's name and how to drop them."""
+    import conf
+
+    name = OmegaConf.select(cfg, "method_name", default=None, throw_on_missing=False)
+    path = Path(conf.__file__).parent / "method" / f"{name}.yaml"
+    if not isinstance(name, str) or not path.is_file():
+        return ""
+    preset = OmegaConf.load(path)
+    keys = [f"{group}.{f}" for f in fields if OmegaConf.select(preset, f"{group}.{f}", default=None) is not None]
+    if not keys:
+        return ""
+    return f" (method={name} sets {', '.join(keys)}: drop {'it' if len(keys) == 1 else 'them'} with " \
+           f"{' '.join('~' + k for k in keys)})"
+
+
+def _stage_configs(cfg: DictConfig, iteration: int) -> StageConfigs:
     values = {g: _node(cfg, g) if g in cfg else {} for g in GROUPS}
     _apply_schedule(values, scheduled(cfg), iteration)
     gen = _make(GenerateConfig, values["generate"], "generate")

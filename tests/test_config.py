@@ -126,6 +126,11 @@ def test_schedule_sets_per_iteration_values():
     ("task=code_file", "task.layout=humaneval reads code problems from your file, and 'code' is a built-in task"),
     ("judge=pairwise", "judge.template: Interpolation key 'eval.pairwise_template' not found"),  # eval=open sets it
     ("judge=pairwise eval=open", None),
+    # a field the method preset sets for its own choice of the group: the message says where it came from
+    ("method=meta_rewarding judge=pairwise", "judge: unknown field(s) ['num_judgments']; valid: "),
+    ("method=meta_rewarding judge=pairwise", "(method=meta_rewarding sets judge.num_judgments: drop it with "
+                                             "~judge.num_judgments)"),
+    ("+judge.nope=1", "judge: unknown field(s) ['nope']; valid:"),
 ])
 def test_impossible_values_are_refused_with_a_reason(override, message):
     if message is None:
