@@ -73,11 +73,12 @@ def _latest(run_dir: Path, name: str, n: int, iteration: int | None):
     """(path, first n rows, header lines) of table `name` of `iteration` (default: the last one that has it)."""
     import pandas as pd
 
-    files = sorted(run_dir.glob(f"iter_*/{name}.parquet"))
-    if iteration is not None:
-        files = [f for f in files if f.parent.name == f"iter_{iteration:02d}"]
+    every = sorted(run_dir.glob(f"iter_*/{name}.parquet"))
+    files = [f for f in every if f.parent.name == f"iter_{iteration:02d}"] if iteration is not None else every
     if not files:
-        return None, None, [f"no {name} found" + (f" for iteration {iteration}" if iteration is not None else "")]
+        have = ", ".join(str(int(f.parent.name[5:])) for f in every)
+        return None, None, [f"no {name} found" + (f" for iteration {iteration} (iterations that have them: {have})"
+                                                  if iteration is not None and every else "")]
     df = pd.read_parquet(files[-1])
     return files[-1], df.head(n), [f"\n{files[-1]} ({len(df)} rows), first {min(n, len(df))}:"]
 

@@ -112,6 +112,9 @@ def test_inspect_prints_summary_and_pairs(reference_run, env):
     assert p.returncode == 0, p.stderr
     assert "iter_02: done" in p.stdout and "held-out acc" in p.stdout
     assert p.stdout.count("CHOSEN (gold solution") == 2
+    from pipeline.inspect import show_pairs
+
+    assert show_pairs(reference_run, 1, 99) == "no pairs found for iteration 99 (iterations that have them: 1, 2)"
 
 
 def _kill_when(cmd: list[str], env: dict, ready, timeout: float = 300, stderr: bytearray | None = None) -> None:
