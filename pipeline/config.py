@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from stages import is_integer, is_number
 from stages.behaviors import BehaviorsConfig
 from stages.bootstrap import BootstrapConfig
 from stages.compare import PairwiseJudgeConfig
@@ -96,14 +97,10 @@ def _make(cls, values: dict, group: str):
         raise ConfigError(f"{group}: {e}") from e
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 # a stage field's scalar type: what its value must be (a string where a number belongs would otherwise fail, or
 # not, deep inside a stage, e.g. generate.seed=abc in the first sampling batch)
-_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
-_FLOAT = (_number, "a number")
+_INT = (is_integer, "an integer")
+_FLOAT = (is_number, "a number")
 _STR = (lambda v: isinstance(v, str), "a string")
 _SCALARS = {int: _INT, int | None: _INT, float: _FLOAT, float | None: _FLOAT, str: _STR, str | None: _STR,
             bool: (lambda v: isinstance(v, bool), "true or false")}

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError, StageConfigs, bootstrap_pairwise_template, scheduled, stage_configs
 from pipeline.runner import Runner, RunnerConfig, runner_configs as _runner_configs
+from stages import is_integer
 
 LAYOUT = 2  # the artifact layout: markers of an earlier layout are refused with a message (pipeline/store.py)
 FIRST, LOOP, EVERY = "first", "loop", "every"  # iteration 0 only | iterations 1..N | every iteration
@@ -506,9 +507,9 @@ def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> No
             raise ConfigError(f"{key} is set per iteration by schedule.{key}={sched[key]}, which would win over "
                               f"{o}: change the schedule instead (schedule.{key}=[...]), or remove it "
                               f"(~schedule.{key})")
-    if not isinstance(cfg.iterations, int) or isinstance(cfg.iterations, bool) or cfg.iterations < 0:
+    if not is_integer(cfg.iterations) or cfg.iterations < 0:
         raise ConfigError(f"iterations must be an integer >= 0 (0: evaluate the starting model only), got {cfg.iterations!r}")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+    if not is_integer(cfg.seed):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     if cfg.on_change not in ("error", "recompute"):
         raise ConfigError(f"on_change must be 'error' or 'recompute', got {cfg.on_change!r}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipeline.graph import TABLE
 from pipeline.store import atomic_write_text
+from stages import is_number
 
 
 def _group(t: int, name: str) -> str:
@@ -382,8 +383,7 @@ def series(group: Group, key: str):
 
     xs, ys, los, his, n_max = [], [], [], [], 0
     for t in range(max(len(r.history) for r in group.runs)):
-        vals = [r.history[t][key] for r in group.runs if t < len(r.history)
-                and isinstance(r.history[t].get(key), (int, float)) and not isinstance(r.history[t][key], bool)]
+        vals = [r.history[t][key] for r in group.runs if t < len(r.history) and is_number(r.history[t].get(key))]
         if not vals:
             continue
         mean, lo, hi = t_interval(vals)

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.graph import GROUPS
+from stages import is_number
 
 
 class NoTracker:
@@ -53,7 +54,7 @@ class WandbTracker(NoTracker):
         wandb.define_metric("seconds", step_metric="iteration")
 
     def log_iteration(self, t: int, metrics: dict) -> None:
-        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        flat = {k: v for k, v in metrics.items() if is_number(v)}
         self.run.log({**flat, "iteration": t})
 
     def log_pairs(self, t: int, records: list[dict]) -> None:

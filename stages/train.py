@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from stages import is_integer, is_number
+
 PROJECT_KEYS = ("trainer", "alpha", "reference", "lora", "quantize", "dtype")
 # ranges of the TRL fields whose meaning is known: a value outside is refused before any model loads
 # (train.beta=-1 would otherwise train an inverted DPO to the end)
@@ -103,7 +105,7 @@ class TrainConfig:
             raise ValueError(f"train.dtype must be float32 or bfloat16, got {self.dtype!r}")
         for k, (ok, rule) in TRL_RANGES.items():
             v = self.args.get(k)
-            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v)):
+            if v is not None and not (is_number(v) and ok(v)):
                 raise ValueError(f"train.{k} must be {rule}, got {v!r}")
 
     def _check_lora(self) -> None:
@@ -113,7 +115,7 @@ class TrainConfig:
             raise ValueError(f"train.lora must be a mapping of peft.LoraConfig fields, e.g. "
                              f"'{{r: 16, lora_alpha: 32, target_modules: all-linear}}', got {self.lora!r}")
         r = self.lora.get("r", 8)
-        if not (isinstance(r, int) and not isinstance(r, bool) and r >= 1):
+        if not (is_integer(r) and r >= 1):
             raise ValueError(f"train.lora: r must be an integer >= 1, got {r!r}")
         from peft import LoraConfig
 
