@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from pipeline.config import ConfigError
@@ -28,11 +29,11 @@ from stages.tasks import load_task
 from stages.vllm_client import VllmOptions, gpu_groups
 
 
-def check_inputs(cfg: DictConfig) -> None:
+def check_inputs(cfg: DictConfig) -> list[str]:
     """The task, self-instruct's seed pool and the models named by path or py: callable of every planned
     iteration, checked against what that iteration runs, before any model loads: a schedule may turn on majority
     votes, SEELE's hints or a model judge (or change the task) from a later iteration on, and an evaluation-only
-    run (iterations=0) samples no hints and makes no pairs. Each notice is printed once."""
+    run (iterations=0) samples no hints and makes no pairs. Returns the notices for the user, each once."""
     notices: list[str] = []
     runners = runner_configs(cfg)
     for t in range(cfg.iterations + 1):
@@ -63,8 +64,7 @@ def check_inputs(cfg: DictConfig) -> None:
             if problem:
                 raise ConfigError(f"{named.field}: {problem}")
         notices += task.notices + (no_gold_notice(task, s.pairs) if "pairs" in names else [])
-    for notice in dict.fromkeys(notices):
-        print(notice, flush=True)
+    return list(dict.fromkeys(notices))
 
 
 def _model_problem(spec: str, where: RunnerConfig) -> str | None:
@@ -91,7 +91,8 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     store = Store(run_dir, plan(cfg))
     store.check(cfg.on_change)                      # stale results: refuse, or forget them
     store.check_pruned()                            # ... and what they need must still be there
-    check_inputs(cfg)                               # a bad file, field, option, sandbox or model path too
+    for notice in check_inputs(cfg):                # a bad file, field, option, sandbox or model path too
+        print(notice, flush=True)
     m0 = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)
     record_versions(run_dir)                        # which libraries made these numbers
     tracker = make_tracker(cfg, run_dir, job_name)
@@ -118,3 +119,32 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
         tracker.finish()
     return history
 
+
+class SweepCheck(Callback):
+    """Hydra callback (conf/config.yaml): before a sweep (-m) launches its first job, every job's config is
+    composed and checked as `run` checks it (validate, check_inputs), so a bad value in the fifth job stops the sweep
+    with its one line now, not after four finished jobs. Jobs are expanded as Hydra's basic sweeper expands them
+    (the cartesian product of the sweep overrides); another sweeper picks its own values and is left to run."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        from pipeline import error_message, input_errors
+
+        if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+            return
+        loader = GlobalHydra.instance().config_loader()
+        params = config.hydra.sweeper.get("params")  # the sweep's values set in the config (Hydra >= 1.2)
+        params = [f"{k}={v}" for k, v in OmegaConf.to_container(params).items()] if params else []
+        overrides = OverridesParser.create(config_loader=loader).parse_overrides([*params, *config.hydra.overrides.task])
+        for i, job in enumerate(BasicSweeper.split_arguments(overrides, None)[0]):
+            try:
+                cfg = loader.load_sweep_config(master_config=config, sweep_overrides=job)
+                validate(cfg, job)
+                check_inputs(cfg)
+            except input_errors() as e:
+                print(f"error: sweep job #{i} ({' '.join(job)}): {error_message(e)}", file=sys.stderr, flush=True)
+                sys.exit(2)

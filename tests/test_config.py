@@ -166,6 +166,11 @@ def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == "error: task.source has no value: set it " \
         "(task.source=...)"
     assert not (tmp_path / "cache").exists()  # no model was converted or loaded
+    # a sweep checks every job before it launches the first (was: job #1 ran to the end, then #2's traceback)
+    p = _cli("-m", "model=tiny", "train.beta=0.1,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=e)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == \
+        "error: sweep job #1 (model=tiny train.beta=-1): train: train.beta must be > 0, got -1"
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
