@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from pipeline.config import ConfigError
 from pipeline.graph import Run, configs_at, plan, runner_configs, stages_at, validate
-from pipeline.models import not_a_model_folder, resolve_model
+from pipeline.models import model_problem, resolve_model
 from pipeline.report import iteration_metrics, print_summary_line, print_table, record_versions, write_report
 from pipeline.runner import Runner, RunnerConfig
 from pipeline.store import Store
@@ -35,6 +35,7 @@ def check_inputs(cfg: DictConfig) -> list[str]:
     votes, SEELE's hints or a model judge (or change the task) from a later iteration on, and an evaluation-only
     run (iterations=0) samples no hints and makes no pairs. Returns the notices for the user, each once."""
     notices: list[str] = []
+    checked: set[tuple[str, str]] = set()
     runners = runner_configs(cfg)
     for t in range(cfg.iterations + 1):
         s = configs_at(cfg, t)
@@ -60,9 +61,11 @@ def check_inputs(cfg: DictConfig) -> list[str]:
             except RuntimeError as e:
                 raise ConfigError(f"{e} (generate=vllm runs on CUDA GPUs; generate=hf runs anywhere)") from None
         for st, named in ((st, m) for st in stages for m in st.named_models(s, t)):  # graph.py declares them
-            problem = _model_problem(named.spec, runners.get(st.group, RunnerConfig()))
-            if problem:
-                raise ConfigError(f"{named.field}: {problem}")
+            if (named.spec, st.group) not in checked:  # a model each planned iteration names, checked once
+                checked.add((named.spec, st.group))
+                problem = _model_problem(named.spec, runners.get(st.group, RunnerConfig()))
+                if problem:
+                    raise ConfigError(f"{named.field}: {problem}")
         notices += task.notices + (no_gold_notice(task, s.pairs) if "pairs" in names else [])
     return list(dict.fromkeys(notices))
 
@@ -72,7 +75,7 @@ def _model_problem(spec: str, where: RunnerConfig) -> str | None:
     callable is imported where its stage runs: a worker with its own interpreter or environment (runner.<group>.python
     / .env) may be the only one that can import it."""
     if not spec.startswith("py:"):
-        return not_a_model_folder(spec)
+        return model_problem(spec)
     if where.kind != "inprocess" and (where.python or where.env):
         check = "import sys; from stages.generate import python_model; python_model(sys.argv[1])"
         p = subprocess.run([where.interpreter, "-c", check, spec], capture_output=True, text=True,

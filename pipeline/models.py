@@ -125,7 +125,7 @@ def resolve_model(name_or_path: str, cache_dir: str | Path) -> str:
         return _cached(cache / name, _build_embedded)
     if name_or_path.startswith("tiny:"):
         return _cached(cache / "tiny-llama", _build_tiny)
-    problem = not_a_model_folder(name_or_path)
+    problem = model_problem(name_or_path)
     if problem:
         raise FileNotFoundError(f"model.name_or_path: {problem}")
     p = _local_path(name_or_path)
@@ -138,7 +138,21 @@ def _local_path(name_or_path: str) -> Path | None:
     return p if name_or_path.startswith((".", "/", "~")) or p.exists() else None
 
 
-def not_a_model_folder(name_or_path: str) -> str | None:
-    """What is wrong with a model named by a local path (None: a model folder, or a hub id, left to the hub)."""
+def model_problem(name_or_path: str) -> str | None:
+    """What is wrong with a model named by a local path or hub id, found before any model loads (None: nothing):
+    a folder without config.json, a tokenizer that does not load or has no chat template (every stage prompts the
+    model as a chat), or a hub id that cannot be fetched (no network, a typo). Loads the tokenizer only."""
+    from stages.modeling import load_tokenizer
+
     p = _local_path(name_or_path)
-    return f"{p} is not a model folder (no config.json)" if p is not None and not (p / "config.json").is_file() else None
+    if p is not None and not (p / "config.json").is_file():
+        return f"{p} is not a model folder (no config.json)"
+    try:
+        load_tokenizer(name_or_path if p is None else str(p))
+    except ValueError as e:
+        return str(e)
+    except OSError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"{name_or_path} is not a local folder and cannot be loaded from the hub: {first}" if p is None \
+            else f"{p}: the tokenizer does not load: {first}"
+    return None

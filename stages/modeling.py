@@ -73,7 +73,8 @@ def load_tokenizer(path: str, padding_side: str = "left"):
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
     if not tok.chat_template:
-        raise ValueError(f"model {path}: the tokenizer has no chat template; use an instruct/chat model or set one")
+        raise ValueError(f"{path}: the tokenizer has no chat template (every stage prompts the model as a chat): use "
+                         "an instruct/chat model, or put a chat_template.jinja in the model folder")
     return tok
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -189,6 +190,33 @@ def test_a_model_named_by_a_stage_is_checked_before_any_work(tmp_path, overrides
     with pytest.raises(ConfigError, match=re.escape(message)):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "iter_00").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_model_without_a_chat_template_or_off_the_hub_is_refused_before_any_work(tmp_path, tiny_model, env):
+    """Every stage prompts its model as a chat: a folder whose tokenizer has no chat template failed in M0's
+    evaluation with a traceback, as the starting model or as a judge; a hub id that cannot be fetched (offline, a
+    typo) retried and failed there too. Now one line naming the field, before any model loads."""
+    import shutil
+
+    from conftest import TINY, compose_config
+    from pipeline.loop import run
+
+    plain = tmp_path / "base-model"
+    shutil.copytree(tiny_model, plain)
+    (plain / "chat_template.jinja").unlink()
+    tok = json.loads((plain / "tokenizer_config.json").read_text())
+    tok.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(tok))
+    for field, overrides in (("model.name_or_path", [f"model.name_or_path={plain}"]),
+                             ("judge.model", ["judge=llm", f"judge.model={plain}"])):
+        cfg = compose_config(*TINY, "iterations=1", "logger=none", *overrides)
+        with pytest.raises((ConfigError, FileNotFoundError), match=re.escape(
+                f"{field}: {plain}: the tokenizer has no chat template (every stage prompts the model as a chat)")):
+            run(cfg, tmp_path / field)
+        assert not (tmp_path / field / "iter_00").exists()
+    p = _cli("model.name_or_path=nobody/no-such-model", f"hydra.run.dir={tmp_path / 'hub'}", env=env)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith(
+        "error: model.name_or_path: nobody/no-such-model is not a local folder and cannot be loaded from the hub: ")
 
 
 def test_a_py_model_is_imported_where_its_stage_runs(tmp_path):
