@@ -67,6 +67,10 @@ def check_inputs(cfg: DictConfig) -> list[str]:
                 if problem:
                     raise ConfigError(f"{named.field}: {problem}")
         notices += task.notices + (no_gold_notice(task, s.pairs) if "pairs" in names else [])
+        per = s.task.prompts_per_iteration
+        if "prompts" in names and s.prompts.source == "task" and per is not None and per > len(task.train):
+            notices.append(f"task.prompts_per_iteration={per}: the train split has {len(task.train)} questions, "
+                           f"so each iteration uses all {len(task.train)}")
     return list(dict.fromkeys(notices))
 
 

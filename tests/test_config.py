@@ -219,6 +219,16 @@ def test_a_model_without_a_chat_template_or_off_the_hub_is_refused_before_any_wo
         "error: model.name_or_path: nobody/no-such-model is not a local folder and cannot be loaded from the hub: ")
 
 
+def test_more_prompts_per_iteration_than_the_split_has_is_said_once():
+    from conftest import TINY, compose_config
+    from pipeline.loop import check_inputs
+
+    notices = check_inputs(compose_config(*TINY, "task.prompts_per_iteration=1000"))
+    assert notices.count("task.prompts_per_iteration=1000: the train split has 64 questions, so each iteration "
+                         "uses all 64") == 1
+    assert not [n for n in check_inputs(compose_config(*TINY)) if "prompts_per_iteration" in n]
+
+
 def test_a_py_model_is_imported_where_its_stage_runs(tmp_path):
     """A py: judge whose module only the stage's worker can import (runner.<group>.env or .python) is checked by
     that worker's interpreter and environment, not refused because this process cannot import it."""
