@@ -69,8 +69,9 @@ def check_inputs(cfg: DictConfig) -> list[str]:
         notices += task.notices + (no_gold_notice(task, s.pairs) if "pairs" in names else [])
         per = s.task.prompts_per_iteration
         if "prompts" in names and s.prompts.source == "task" and per is not None and per > len(task.train):
-            notices.append(f"task.prompts_per_iteration={per}: the train split has {len(task.train)} questions, "
-                           f"so each iteration uses all {len(task.train)}")
+            n = len(task.train)
+            notices.append(f"task.prompts_per_iteration={per}: the train split has {n} question{'s' * (n != 1)}, so "
+                           f"each iteration uses {'all ' * (n != 1)}{n}")
     return list(dict.fromkeys(notices))
 
 

@@ -62,6 +62,9 @@ class EvalConfig:
         unknown = [m for m in self.measures if m not in MEASURES]
         if unknown:
             raise ValueError(f"eval.measures: unknown {unknown}; choose from {list(MEASURES)}")
+        if "accuracy" not in self.measures:  # was a KeyError in the first summary line, after M0's evaluation
+            raise ValueError(f"eval.measures must include accuracy, the held-out figure every summary line, table and "
+                             f"report reads (got {self.measures})")
         if "win_rate" in self.measures:
             from stages.compare import CompareConfig
 

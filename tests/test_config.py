@@ -127,6 +127,11 @@ def test_schedule_sets_per_iteration_values():
     ("task=code_file", "task.layout=humaneval reads code problems from your file, and 'code' is a built-in task"),
     ("judge=pairwise", "judge.template: Interpolation key 'eval.pairwise_template' not found"),  # eval=open sets it
     ("judge=pairwise eval=open", None),
+    # each was a bare KeyError ('completion', 'eval/accuracy') after M0's evaluation
+    ("train=sft", "train.trainer=sft with pairs.rule=irpo: train=sft learns from the examples pairs=correct makes"),
+    ("method=star train=dpo", "train.trainer=dpo with pairs.rule=correct"),
+    ("eval.measures=[]", "eval.measures must include accuracy"),
+    ("eval.measures=[lenient]", "eval.measures must include accuracy"),
     # a field the method preset sets for its own choice of the group: the message says where it came from
     ("method=meta_rewarding judge=pairwise", "judge: unknown field(s) ['num_judgments']; valid: "),
     ("method=meta_rewarding judge=pairwise", "(method=meta_rewarding sets judge.num_judgments: drop it with "
