@@ -94,15 +94,11 @@ def quiet_libraries() -> None:
 def input_errors() -> tuple[type[Exception], ...]:
     """The exceptions that mean the user's input is wrong, not the code: `python -m pipeline` prints them as one
     `error:` line (exit status 2), and a stage's worker process hands them back to the pipeline as themselves
-    (pipeline/runner.py)."""
+    (pipeline/runner.py). Anything else is a bug, and its traceback is shown (a bare KeyError used to be printed as
+    `error: completion`)."""
     from pipeline.config import ConfigError
     from pipeline.store import RunInUseError, StaleStageError
     from stages.tasks import TaskInputError
     from stages.train import TrainDataError
 
-    return (ConfigError, TaskInputError, TrainDataError, StaleStageError, RunInUseError, FileNotFoundError, KeyError)
-
-
-def error_message(e: BaseException) -> str:
-    """An input error's line (a KeyError's message without the quotes str() adds)."""
-    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return (ConfigError, TaskInputError, TrainDataError, StaleStageError, RunInUseError, FileNotFoundError)

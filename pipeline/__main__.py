@@ -25,7 +25,7 @@ import pipeline.config  # noqa: E402,F401  (registers the ${basename:...} resolv
 def main(cfg: DictConfig) -> None:
     from pathlib import Path
 
-    from pipeline import error_message, input_errors
+    from pipeline import input_errors
     from pipeline.loop import run
 
     quiet_libraries()
@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> None:
         run(cfg, Path(hc.runtime.output_dir), job_name=hc.job.override_dirname if multirun else None,
             overrides=list(hc.overrides.task))
     except input_errors() as e:
-        print(f"error: {error_message(e)}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         if multirun:
             raise
         sys.exit(2)

@@ -140,7 +140,7 @@ class SweepCheck(Callback):
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
 
-        from pipeline import error_message, input_errors
+        from pipeline import input_errors
 
         if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
             return
@@ -154,5 +154,5 @@ class SweepCheck(Callback):
                 validate(cfg, job)
                 check_inputs(cfg)
             except input_errors() as e:
-                print(f"error: sweep job #{i} ({' '.join(job)}): {error_message(e)}", file=sys.stderr, flush=True)
+                print(f"error: sweep job #{i} ({' '.join(job)}): {e}", file=sys.stderr, flush=True)
                 sys.exit(2)

@@ -237,10 +237,8 @@ def work(job: Path) -> None:
     try:
         result = _import(spec["function"])(**kwargs)
     except Exception as e:  # for the pipeline to raise again if it is an input error (_raise_input_error)
-        from pipeline import error_message
-
         _write_json(job / f"error.{rank}.json", {"type": f"{type(e).__module__}:{type(e).__qualname__}",
-                                                 "message": error_message(e)})
+                                                 "message": str(e)})
         raise
     if spec["sharded"] or rank == 0:
         _write_json(job / f"result.{rank}.json", encode_call(result, job, f"result.{rank}."))
