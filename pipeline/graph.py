@@ -509,8 +509,8 @@ def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> No
                               f"(~schedule.{key})")
     if not is_integer(cfg.iterations) or cfg.iterations < 0:
         raise ConfigError(f"iterations must be an integer >= 0 (0: evaluate the starting model only), got {cfg.iterations!r}")
-    if not is_integer(cfg.seed):
-        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if not is_integer(cfg.seed) or not 0 <= cfg.seed < 2**32:  # numpy's and TRL's set_seed take no other
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {cfg.seed!r}")
     if cfg.on_change not in ("error", "recompute"):
         raise ConfigError(f"on_change must be 'error' or 'recompute', got {cfg.on_change!r}")
     if cfg.keep_models not in ("latest", "all"):

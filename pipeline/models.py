@@ -58,7 +58,13 @@ def _cached(target: Path, build) -> str:
         return str(target)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        from pipeline.config import ConfigError
+
+        raise ConfigError(f"paths.cache_dir: cannot write {target.parent} ({e.strerror}): set paths.cache_dir or "
+                          "SELFIMPROVE_CACHE to a writable folder") from None
     t0 = time.time()
     try:
         info = build(tmp)

@@ -117,6 +117,7 @@ def test_schedule_sets_per_iteration_values():
     ("judge.timeout_s=0", "judge.timeout_s must be an integer >= 1"),
     ("task.test_size=0", "task.test_size must be >= 1"),
     ("seed=x", "seed must be an integer"),
+    ("seed=-1", "seed must be an integer in [0, 2**32), got -1"),  # was a ValueError in TRL, after sampling
     # a value of the wrong type: refused by the field's annotation, not by whatever the stage does with it
     ("generate.seed=abc", "generate.seed must be an integer, got 'abc'"),  # was a TypeError in the first batch
     ("generate.temperature=hot", "generate.temperature must be a number, got 'hot'"),
@@ -172,6 +173,9 @@ def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == "error: task.source has no value: set it " \
         "(task.source=...)"
     assert not (tmp_path / "cache").exists()  # no model was converted or loaded
+    p = _cli("paths.cache_dir=/proc/no-cache", f"hydra.run.dir={tmp_path / 'f'}", env=e)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == "error: paths.cache_dir: cannot write /proc/no-cache " \
+        "(No such file or directory): set paths.cache_dir or SELFIMPROVE_CACHE to a writable folder"
     # a sweep checks every job before it launches the first (was: job #1 ran to the end, then #2's traceback)
     p = _cli("-m", "model=tiny", "train.beta=0.1,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=e)
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == \
