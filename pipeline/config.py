@@ -211,11 +211,6 @@ def _stage_configs(cfg: DictConfig, iteration: int) -> StageConfigs:
     thought = _make(ThoughtConfig, values["thought"], "thought")
     pairs = _make(PairsConfig, values["pairs"], "pairs")
     _check_refine(refine, eval_cfg, judge_cfg is verify, thought, pairs)
-    train = _make(TrainConfig, {**_train_project(values["train"]), "args": values["train"]}, "train")
-    if (train.trainer == "sft") != (pairs.rule == "correct"):  # was a KeyError after the iteration's sampling
-        raise ConfigError(f"train.trainer={train.trainer} with pairs.rule={pairs.rule}: train=sft learns from the "
-                          "examples pairs=correct makes (prompt/completion, STaR); train=dpo from preference pairs "
-                          "(pairs=irpo or pairs=score)")
     prompts = _make(PromptsConfig, {**values["prompts"], "engine": engine}, "prompts")
     curriculum = _make(CurriculumConfig, values["curriculum"], "curriculum")
     curriculum = curriculum if curriculum.kind != "none" else None
@@ -226,6 +221,11 @@ def _stage_configs(cfg: DictConfig, iteration: int) -> StageConfigs:
     if prompts.source == "self_instruct" and judge_cfg is verify:
         raise ConfigError("prompts=self_instruct writes new instructions without gold answers: they need a model "
                           "judge (judge=llm or judge=pairwise), not judge=verify")
+    train = _make(TrainConfig, {**_train_project(values["train"]), "args": values["train"]}, "train")
+    if (train.trainer == "sft") != (pairs.rule == "correct"):  # was a KeyError after the iteration's sampling
+        raise ConfigError(f"train.trainer={train.trainer} with pairs.rule={pairs.rule}: train=sft learns from the "
+                          "examples pairs=correct makes (prompt/completion, STaR); train=dpo from preference pairs "
+                          "(pairs=irpo or pairs=score)")
     return StageConfigs(
         task=task,
         prompts=prompts,
