@@ -27,18 +27,24 @@ def main(cfg: DictConfig) -> None:
 
     from pipeline import input_errors
     from pipeline.loop import run
+    from pipeline.report import mark_failed
 
     quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
+    run_dir = Path(hc.runtime.output_dir)
     try:
-        run(cfg, Path(hc.runtime.output_dir), job_name=hc.job.override_dirname if multirun else None,
-            overrides=list(hc.overrides.task))
+        run(cfg, run_dir, job_name=hc.job.override_dirname if multirun else None, overrides=list(hc.overrides.task))
     except input_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not multirun:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        # a sweep goes on with its other jobs; the sweep's end names this one and exits 2 (report.SweepReport)
+        print(f"error: sweep job #{hc.job.num} ({' '.join(hc.overrides.task)}): {e}", file=sys.stderr, flush=True)
+        mark_failed(run_dir, str(e))
+    else:
         if multirun:
-            raise
-        sys.exit(2)
+            mark_failed(run_dir, None)
 
 
 if __name__ == "__main__":

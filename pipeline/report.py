@@ -582,16 +582,49 @@ except ImportError:  # pragma: no cover (hydra-core is a dependency; keeps the r
     Callback = object
 
 
+FAILED = "failed.txt"  # in a sweep job's folder: the input error that stopped it (pipeline/__main__.py)
+
+
+def mark_failed(job_dir: Path, error: str | None) -> None:
+    """Mark a sweep job's folder as stopped by `error` (an input error), or clear the mark (None: it finished)."""
+    path = Path(job_dir) / FAILED
+    if error is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, error + "\n")
+
+
 class SweepReport(Callback):
-    """Hydra callback (conf/config.yaml): when a sweep ends, its report over every job, and the summary table."""
+    """Hydra callback (conf/config.yaml): when a sweep ends, its report over every job that finished, and the
+    summary table; then, when jobs of this sweep stopped on an input error (each printed its line and the sweep went
+    on), one line naming them, and exit status 2."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        import time
+
+        self.started = time.time()
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        import sys
+
         sweep = Path(config.hydra.sweep.dir)
+        started = getattr(self, "started", 0.0)
+        failed = [m.parent for m in sorted(sweep.rglob(FAILED)) if m.stat().st_mtime >= started]  # this sweep's
         try:
-            path, table = write_report([sweep], sweep / "report")
+            runs = [r for r in find_runs([sweep]) if r not in failed]  # ReportError when no iteration finished
+            if not runs:
+                raise ReportError("no job of the sweep finished")
+            path, table = write_report(runs, sweep / "report")
             print(f"\nSweep: {table}\n\nReport: {path}", flush=True)
         except Exception as e:  # noqa: BLE001  (the jobs' results are all written; a plotting failure loses none)
             print(f"sweep report not written: {type(e).__name__}: {e}", flush=True)
+        if failed:
+            names = ", ".join(str(d.relative_to(sweep)) for d in failed)
+            print(f"error: {len(failed)} of the sweep's jobs stopped on an input error (printed above; kept in "
+                  f"{FAILED} in the job's folder): {names}. Fix it and rerun the same command: finished jobs are "
+                  "read, not recomputed", file=sys.stderr, flush=True)
+            sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

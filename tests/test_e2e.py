@@ -236,6 +236,35 @@ def test_seed_sweep_with_the_basic_launcher(seed_sweep):
     _check_sweep(seed_sweep, ["seed=0", "seed=1"])
 
 
+def test_a_sweep_job_with_an_input_error_leaves_the_others_to_finish(tmp_path, env, seed_sweep):
+    """A job that stops on an input error at run time (here: its folder is held by another process) prints its one
+    line, is marked failed in its folder, and the sweep goes on: the other jobs finish, the report covers them, and
+    the sweep exits 2 naming the failed job. Was: Hydra's traceback, the sweep stopped there, no report."""
+    import fcntl
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(seed_sweep, sweep, ignore=shutil.ignore_patterns("wandb", "report", ".lock"))
+    cmd = pipeline_cmd(tmp_path / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}", "seed=0,1")
+    held = sweep_job(sweep, "seed=0")
+    with open(held / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another pipeline process holds it
+        p = subprocess.run([*cmd[:3], "-m", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2, p.stderr[-4000:]
+    assert "Traceback" not in p.stderr, p.stderr[-4000:]
+    assert f"error: sweep job #0 (model=tiny experiment=smoke iterations=1 seed=0): {held} is in use by another " \
+        "pipeline process" in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == "error: 1 of the sweep's jobs stopped on an input error (printed " \
+        f"above; kept in failed.txt in the job's folder): {held.name}. Fix it and rerun the same command: finished " \
+        "jobs are read, not recomputed"
+    assert "in use" in (held / "failed.txt").read_text()
+    report = (sweep / "report" / "report.html").read_text()  # of the job that finished, not the failed one
+    assert "seed=1" in report and "seed=0" not in report
+    p = subprocess.run([*cmd[:3], "-m", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]  # the folder is free again: the job runs, and is no longer failed
+    assert not (held / "failed.txt").exists() and "seed=0" in (sweep / "report" / "report.html").read_text()
+
+
 @pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
                                       ["hydra/launcher=submitit_local"]], ids=["joblib", "submitit_local"])
 def test_multirun_sweep_gives_each_job_its_folder_and_wandb_run(tmp_path, env, launcher):
