@@ -226,6 +226,9 @@ def _stage_configs(cfg: DictConfig, iteration: int) -> StageConfigs:
         raise ConfigError(f"train.trainer={train.trainer} with pairs.rule={pairs.rule}: train=sft learns from the "
                           "examples pairs=correct makes (prompt/completion, STaR); train=dpo from preference pairs "
                           "(pairs=irpo or pairs=score)")
+    if judge_cfg is not verify and pairs.rule != "score":  # was a TypeError on an unscored response in the pairs
+        raise ConfigError(f"pairs.rule={pairs.rule} sorts answers by the task's checker (correct or not: judge=verify);"
+                          f" judge={kind} scores responses: use pairs=score with it (as method=self_rewarding does)")
     return StageConfigs(
         task=task,
         prompts=prompts,

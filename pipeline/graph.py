@@ -126,10 +126,12 @@ class Inputs:
 
     def model(self, spec: str = "current", current: int | None = None) -> str:
         """A model named in config: current (M(t-1) while iteration t runs; M(t) in its evaluation), initial (M0),
-        or a path / py:module:function, as is."""
+        embedded:/tiny: (made in the model cache once), or a path / hub id / py:module:function, as is."""
+        from pipeline.models import resolve_model
+
         read = _model_read(spec, self.t - 1 if current is None else current)
         if read is None:
-            return spec
+            return resolve_model(spec, self.run.cfg.paths.cache_dir)
         self._check(read)
         return self.run.model_path(read[0])
 

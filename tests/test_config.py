@@ -101,7 +101,11 @@ def test_schedule_sets_per_iteration_values():
     ("judge.kind=oracle", "judge.kind must be 'verify', 'llm' or 'pairwise'"),
     ("bootstrap=seed", "bootstrap.eft needs a model judge"),
     ("prompts=self_instruct", "prompts=self_instruct writes new instructions without gold answers"),
-    ("prompts=self_instruct judge=llm", None),  # valid: the task's test split still evaluates
+    ("prompts=self_instruct judge=llm pairs=score", None),  # valid: the task's test split still evaluates
+    # IRPO's and STaR's rules need correct/incorrect; a judge's None score was a TypeError after the judging
+    ("prompts=self_instruct judge=llm", "pairs.rule=irpo sorts answers by the task's checker (correct or not: "
+                                        "judge=verify); judge=llm scores responses: use pairs=score with it"),
+    ("method=star judge=pairwise eval=open", "pairs.rule=correct sorts answers by the task's checker"),
     ("train.beta=-1", "train.beta must be > 0"),  # would train an inverted DPO to the end
     ("train.beta=0", "train.beta must be > 0"),
     ("train.gradient_accumulation_steps=0", "train.gradient_accumulation_steps must be an integer >= 1"),
@@ -127,7 +131,7 @@ def test_schedule_sets_per_iteration_values():
     ("task=file", "task.source has no value"),
     ("task=code_file", "task.layout=humaneval reads code problems from your file, and 'code' is a built-in task"),
     ("judge=pairwise", "judge.template: Interpolation key 'eval.pairwise_template' not found"),  # eval=open sets it
-    ("judge=pairwise eval=open", None),
+    ("judge=pairwise eval=open pairs=score", None),
     # each was a bare KeyError ('completion', 'eval/accuracy') after M0's evaluation
     ("train=sft", "train.trainer=sft with pairs.rule=irpo: train=sft learns from the examples pairs=correct makes"),
     ("method=star train=dpo", "train.trainer=dpo with pairs.rule=correct"),
@@ -181,11 +185,22 @@ def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == \
         "error: sweep job #1 (model=tiny train.beta=-1): train: train.beta must be > 0, got -1"
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "cache").exists()
+    # ... the starting model too (was: found when job #1 started, after job #0 ran)
+    p = _cli("-m", "model=tiny", "model.name_or_path=tiny:x,/nonexistent/m", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+             env=e)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == "error: sweep job #1 (model=tiny " \
+        "model.name_or_path=/nonexistent/m): model.name_or_path: /nonexistent/m is not a model folder (no config.json)"
+    p = _cli("model.name_or_path=embedded:smollm3", f"hydra.run.dir={tmp_path / 'g'}", env=e)  # was a traceback
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == \
+        "error: model.name_or_path: unknown embedded model 'smollm3' (have: smollm2-135m-instruct)"
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["judge=llm", "judge.model=/nonexistent/judge"], "judge.model: /nonexistent/judge is not a model folder"),
-    (["judge=llm", "judge.model=py:no_such_module:judge"], "judge.model: model 'py:no_such_module:judge': cannot import"),
+    (["judge=llm", "pairs=score", "judge.model=/nonexistent/judge"],
+     "judge.model: /nonexistent/judge is not a model folder"),
+    (["judge=llm", "pairs=score", "judge.model=py:no_such_module:judge"],
+     "judge.model: model 'py:no_such_module:judge': cannot import"),
     (["+schedule.behaviors.classifier=['',/nonexistent/classifier]", "iterations=2"],
      "behaviors.classifier: /nonexistent/classifier is not a model folder"),
 ])
@@ -199,6 +214,22 @@ def test_a_model_named_by_a_stage_is_checked_before_any_work(tmp_path, overrides
     with pytest.raises(ConfigError, match=re.escape(message)):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "iter_00").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_stage_may_name_the_embedded_or_tiny_model(tmp_path, cache_dir, tiny_model):
+    """judge.model=embedded:smollm2-135m-instruct (or tiny:) is made in the model cache as model.name_or_path's is
+    (was refused as a hub id that cannot be fetched); an unknown embedded name is one line naming the field."""
+    import json
+
+    from conftest import run_in_process
+
+    run_in_process(tmp_path / "run", cache_dir, "judge=llm", "pairs=score", "judge.model=tiny:judge", "logger=none")
+    stats = json.loads((tmp_path / "run" / "iter_01" / "judgments.done.json").read_text())["stats"]
+    assert stats["judgments"] > 0
+    with pytest.raises(ConfigError, match=re.escape("judge.model: unknown embedded model 'x' (have: "
+                                                    "smollm2-135m-instruct)")):
+        run_in_process(tmp_path / "bad", cache_dir, "judge=llm", "pairs=score", "judge.model=embedded:x")
+    assert not (tmp_path / "bad" / "iter_00").exists()
 
 
 def test_a_model_without_a_chat_template_or_off_the_hub_is_refused_before_any_work(tmp_path, tiny_model, env):
@@ -217,7 +248,7 @@ def test_a_model_without_a_chat_template_or_off_the_hub_is_refused_before_any_wo
     tok.pop("chat_template", None)
     (plain / "tokenizer_config.json").write_text(json.dumps(tok))
     for field, overrides in (("model.name_or_path", [f"model.name_or_path={plain}"]),
-                             ("judge.model", ["judge=llm", f"judge.model={plain}"])):
+                             ("judge.model", ["judge=llm", "pairs=score", f"judge.model={plain}"])):
         cfg = compose_config(*TINY, "iterations=1", "logger=none", *overrides)
         with pytest.raises((ConfigError, FileNotFoundError), match=re.escape(
                 f"{field}: {plain}: the tokenizer has no chat template (every stage prompts the model as a chat)")):
@@ -246,12 +277,14 @@ def test_a_py_model_is_imported_where_its_stage_runs(tmp_path):
 
     (tmp_path / "worker_only_judge.py").write_text("def judge(prompts, cfg):\n    return []\n")
     worker = ["runner=subprocess", f"+runner.judge.env.PYTHONPATH={tmp_path}"]
-    check_inputs(compose_config(*TINY, "judge=llm", "judge.model=py:worker_only_judge:judge", *worker))
+    check_inputs(compose_config(*TINY, "judge=llm", "pairs=score", "judge.model=py:worker_only_judge:judge", *worker))
     with pytest.raises(ConfigError, match=re.escape("judge.model: model 'py:worker_only_judge:nope': cannot "
                                                     "import nope from 'worker_only_judge'")):
-        check_inputs(compose_config(*TINY, "judge=llm", "judge.model=py:worker_only_judge:nope", *worker))
+        check_inputs(compose_config(*TINY, "judge=llm", "pairs=score", "judge.model=py:worker_only_judge:nope",
+                                    *worker))
     with pytest.raises(ConfigError, match="judge.model: model 'py:worker_only_judge:judge': cannot import"):
-        check_inputs(compose_config(*TINY, "judge=llm", "judge.model=py:worker_only_judge:judge"))  # in-process
+        check_inputs(compose_config(*TINY, "judge=llm", "pairs=score",
+                                    "judge.model=py:worker_only_judge:judge"))  # in-process
 
 
 def test_vllm_without_the_gpus_it_asks_for_is_refused_before_any_model_loads(monkeypatch):

