@@ -91,6 +91,11 @@ def _make(cls, values: dict, group: str):
         kind = _SCALARS.get(hints[name])
         if kind and value is not None and not kind[0](value):  # null: the dataclass's own checks say
             raise ConfigError(f"{group}.{name} must be {kind[1]}, got {value!r}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:  # a group file of one's own that leaves out a field without a default (was the dataclass's TypeError)
+        raise ConfigError(f"{group}: {', '.join(f'{group}.{m}' for m in missing)} has no value: set it, or choose a "
+                          f"{group} group that does")
     try:
         return cls(**values)
     except (ValueError, TypeError) as e:
@@ -202,6 +207,10 @@ def _stage_configs(cfg: DictConfig, iteration: int) -> StageConfigs:
     else:
         raise ConfigError(f"judge.kind must be 'verify', 'llm' or 'pairwise', got {kind!r}")
     meta = dict(values["meta_judge"])
+    if meta.get("enabled") and "template" not in meta:  # was "MetaJudgeConfig.__init__() missing ... 'template'"
+        raise ConfigError("meta_judge.enabled is true (set here or by schedule.meta_judge.enabled, as method="
+                          "meta_rewarding does) but meta_judge=none configures no meta-judge: use meta_judge=pairwise, "
+                          "or drop the schedule with ~schedule.meta_judge")
     meta_cfg = _make(MetaJudgeConfig, {**meta, "engine": engine}, "meta_judge") if meta.pop("enabled", False) else None
     if meta_cfg and not isinstance(judge_cfg, JudgeConfig):
         raise ConfigError("meta_judge needs a pointwise LLM judge (judge=llm): it compares that judge's judgments")

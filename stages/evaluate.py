@@ -68,7 +68,13 @@ class EvalConfig:
         if "win_rate" in self.measures:
             from stages.compare import CompareConfig
 
-            CompareConfig(template=self.pairwise_template)  # refuses a template without its placeholders
+            if not self.pairwise_template:  # was "pairwise template must contain [...]", not saying which
+                raise ValueError("eval.measures win_rate judges M(t) against M0 with eval.pairwise_template, which is "
+                                 "empty: use eval=open (it sets one) or set eval.pairwise_template")
+            try:
+                CompareConfig(template=self.pairwise_template)  # refuses a template without its placeholders
+            except ValueError as e:
+                raise ValueError(f"eval.pairwise_template: {e}") from None
         if self.maj_k < 2 if "maj" in self.measures else self.maj_k != 0:
             raise ValueError(f"eval.maj_k must be >= 2 with the measure maj and 0 without it, got {self.maj_k} "
                              f"(measures {self.measures})")

@@ -142,6 +142,18 @@ def test_schedule_sets_per_iteration_values():
     ("method=meta_rewarding judge=pairwise", "(method=meta_rewarding sets judge.num_judgments: drop it with "
                                              "~judge.num_judgments)"),
     ("+judge.nope=1", "judge: unknown field(s) ['nope']; valid:"),
+    # each was the dataclass's own words ("MetaJudgeConfig.__init__() missing 1 required positional argument",
+    # "pairwise template must contain [...]"), not naming the option
+    ("method=meta_rewarding meta_judge=none", "meta_judge.enabled is true (set here or by schedule.meta_judge.enabled, "
+                                             "as method=meta_rewarding does) but meta_judge=none configures no "
+                                             "meta-judge: use meta_judge=pairwise, or drop the schedule with "
+                                             "~schedule.meta_judge"),
+    ("method=meta_rewarding meta_judge=none ~schedule.meta_judge", None),
+    ("method=self_rewarding ~judge.template", "judge: judge.template has no value: set it, or choose a judge group "
+                                              "that does"),
+    ("eval.measures=[accuracy,win_rate]", "eval: eval.measures win_rate judges M(t) against M0 with "
+                                          "eval.pairwise_template, which is empty: use eval=open"),
+    ("eval=open eval.pairwise_template=x", "eval: eval.pairwise_template: pairwise template must contain"),
 ])
 def test_impossible_values_are_refused_with_a_reason(override, message):
     if message is None:
