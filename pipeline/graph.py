@@ -130,8 +130,8 @@ class Inputs:
         from pipeline.models import resolve_model
 
         read = _model_read(spec, self.t - 1 if current is None else current)
-        if read is None:
-            return resolve_model(spec, self.run.cfg.paths.cache_dir)
+        if read is None:  # not an artifact of the run
+            return resolve_model(spec, self.run.cfg.paths.cache_dir) if spec.startswith(("embedded:", "tiny:")) else spec
         self._check(read)
         return self.run.model_path(read[0])
 

@@ -70,7 +70,8 @@ class Store:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunInUseError(f"{self.root} is in use by another pipeline process; wait for it to finish or "
-                                "choose another folder with run_name=... or hydra.run.dir=...") from None
+                                "choose another folder with run_name=... or hydra.run.dir=... (hydra.sweep.dir=... "
+                                "for a sweep)") from None
         leftovers = [p for pattern in ("*.tmp", "*.trainer", "*.job") for p in self.root.glob(f"iter_*/{pattern}")]
         for leftover in leftovers:  # of a killed run: temporary outputs, trainer folders, worker job folders
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
