@@ -161,6 +161,10 @@ def _apply_schedule(values: dict[str, dict], flat: dict[str, list], iteration: i
             raise ConfigError(f"schedule.{group}: not a per-iteration stage group {list(GROUPS[:-1])}")
         if field not in values[group] and group != "train":  # train also takes any TRL field
             raise ConfigError(f"schedule: {group} has no field {field!r}")
+        if key == "judge.kind" and len({str(v) for v in per_iter}) > 1:  # was "unknown field(s)" of the other kind
+            raise ConfigError("schedule.judge.kind: judge.kind picks the judge group (judge=verify|llm|pairwise), whose "
+                              "fields differ, so it cannot change between iterations: run the later iterations as a "
+                              "run of their own, from the last model (model.name_or_path=<run>/iter_NN/model)")
         values[group][field] = per_iter[min(max(iteration, 1), len(per_iter)) - 1]
 
 

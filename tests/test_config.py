@@ -98,6 +98,10 @@ def test_schedule_sets_per_iteration_values():
     ("+schedule.generate.nope=[1]", "schedule: generate has no field 'nope'"),
     ("+schedule.generate.temperature=[]", "schedule.generate.temperature: give a non-empty list"),
     ("+schedule.nope.x=[1]", "schedule.nope: not a per-iteration stage group"),
+    ("+schedule.judge.kind=[verify,llm]", "schedule.judge.kind: judge.kind picks the judge group (judge=verify|llm|"
+                                          "pairwise), whose fields differ, so it cannot change between iterations"),
+    ("prompts=self_instruct judge=llm pairs=score +schedule.prompts.source=[task,self_instruct]", None),
+    ("+schedule.judge.kind=[verify]", None),
     ("judge.kind=oracle", "judge.kind must be 'verify', 'llm' or 'pairwise'"),
     ("bootstrap=seed", "bootstrap.eft needs a model judge"),
     ("prompts=self_instruct", "prompts=self_instruct writes new instructions without gold answers"),
