@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from pipeline.models import SCHEMES
 from stages import is_integer, is_number
 from stages.behaviors import BehaviorsConfig
 from stages.bootstrap import BootstrapConfig
@@ -37,7 +38,7 @@ def _basename(value: str) -> str:
     """Short name of a model/data source: 'embedded:smollm2-135m' -> 'smollm2-135m', 'org/M-1B' -> 'M-1B',
     'data/x.jsonl' -> 'x'."""
     value = str(value)
-    for scheme in ("embedded:", "tiny:"):
+    for scheme in SCHEMES:
         value = value[len(scheme):] if value.startswith(scheme) else value
     name = PurePosixPath(value.rstrip("/")).name
     for suffix in (".jsonl", ".json", ".parquet", ".csv"):

