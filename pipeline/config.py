@@ -91,7 +91,9 @@ def _make(cls, values: dict, group: str):
     for name, value in values.items():
         kind = _SCALARS.get(hints[name])
         if kind and value is not None and not kind[0](value):  # null: the dataclass's own checks say
-            raise ConfigError(f"{group}.{name} must be {kind[1]}, got {value!r}")
+            quote = (f""" (a number: quote it for Hydra, "{group}.{name}='{value}'")"""
+                     if kind is _STR and is_number(value) else "")
+            raise ConfigError(f"{group}.{name} must be {kind[1]}, got {value!r}{quote}")
     missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:  # a group file of one's own that leaves out a field without a default (was the dataclass's TypeError)
