@@ -617,6 +617,9 @@ class SweepReport(Callback):
                 raise ReportError("no job of the sweep finished")
             path, table = write_report(runs, sweep / "report")
             print(f"\nSweep: {table}\n\nReport: {path}", flush=True)
+        except ReportError as e:
+            if not failed:  # else every job stopped on an input error: the line below says so
+                print(f"sweep report not written: {e}", flush=True)
         except Exception as e:  # noqa: BLE001  (the jobs' results are all written; a plotting failure loses none)
             print(f"sweep report not written: {type(e).__name__}: {e}", flush=True)
         if failed:

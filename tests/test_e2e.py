@@ -247,9 +247,17 @@ def test_a_sweep_job_with_an_input_error_leaves_the_others_to_finish(tmp_path, e
     shutil.copytree(seed_sweep, sweep, ignore=shutil.ignore_patterns("wandb", "report", ".lock"))
     cmd = pipeline_cmd(tmp_path / "unused", *TINY, "iterations=1", f"hydra.sweep.dir={sweep}", "seed=0,1")
     held = sweep_job(sweep, "seed=0")
-    with open(held / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another pipeline process holds it
+    lone = tmp_path / "lone" / held.name  # a sweep of that one job, in a folder with no other run
+    lone.mkdir(parents=True)
+    with open(held / ".lock", "w") as lock, open(lone / ".lock", "w") as lone_lock:
+        for f in (lock, lone_lock):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another pipeline process holds it
         p = subprocess.run([*cmd[:3], "-m", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        alone = subprocess.run([*cmd[:3], "-m", *cmd[3:-2], f"hydra.sweep.dir={lone.parent}", "seed=0"], cwd=ROOT,
+                               env=env, capture_output=True, text=True, timeout=600)
+    # every job failed: its line and the naming line, no "sweep report not written" about the report it cannot have
+    assert alone.returncode == 2 and "report" not in alone.stdout, alone.stdout[-4000:]
+    assert alone.stderr.strip().splitlines()[-1].startswith("error: 1 of the sweep's jobs stopped"), alone.stderr
     assert p.returncode == 2, p.stderr[-4000:]
     assert "Traceback" not in p.stderr, p.stderr[-4000:]
     assert f"error: sweep job #0 (model=tiny experiment=smoke iterations=1 seed=0): {held} is in use by another " \
