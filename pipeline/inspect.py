@@ -47,7 +47,9 @@ def _planned(run_dir: Path) -> list[tuple[int, str]]:
 def summary(run_dir: Path) -> str:
     iters = sorted(p for p in run_dir.glob("iter_*") if p.is_dir())
     if not iters:
-        raise FileNotFoundError(f"{run_dir}: no iteration folders (is this a run folder?)")
+        up = next((p for p in run_dir.parents[:2] if any(p.glob("iter_*/"))), None)  # an iteration folder or file
+        raise FileNotFoundError(f"{run_dir}: no iteration folders ("
+                                + (f"give the run folder: {up})" if up else "is this a run folder?)"))
     lines = [f"Run: {run_dir.resolve()}", ""]
     history = []
     planned = _planned(run_dir)
@@ -70,7 +72,8 @@ def summary(run_dir: Path) -> str:
 
 
 def _latest(run_dir: Path, name: str, n: int, iteration: int | None):
-    """(path, first n rows, header lines) of table `name` of `iteration` (default: the last one that has it)."""
+    """(path, first n rows, header lines) of table `name` of `iteration` (default: the last one that has it); the
+    rows are None when there are none (the path too when no iteration has the table), the line then says why."""
     import pandas as pd
 
     every = sorted(run_dir.glob(f"iter_*/{name}.parquet"))
@@ -80,6 +83,8 @@ def _latest(run_dir: Path, name: str, n: int, iteration: int | None):
         return None, None, [f"no {name} found" + (f" for iteration {iteration} (iterations that have them: {have})"
                                                   if iteration is not None and every else "")]
     df = pd.read_parquet(files[-1])
+    if df.empty:  # e.g. a meta-judge that had no two parsed judgments to compare
+        return files[-1], None, [f"{files[-1]}: no rows"]
     return files[-1], df.head(n), [f"\n{files[-1]} ({len(df)} rows), first {min(n, len(df))}:"]
 
 
@@ -205,7 +210,7 @@ def show_behaviors(run_dir: Path, n: int, iteration: int | None, behavior: str |
     """The first n analysed samples (with `behavior`: those that show it) with their behavior counts and verdict."""
     path, df, out = _latest(run_dir, "behaviors", 10**9, iteration)
     if df is None:
-        return out[0] + " (the run's behaviors analysis is off, or no iteration finished it)"
+        return out[0] + ("" if path else " (the run's behaviors analysis is off, or no iteration finished it)")
     if behavior is not None:
         df = df[df[behavior] > 0]
     import pandas as pd
@@ -224,16 +229,26 @@ def show_behaviors(run_dir: Path, n: int, iteration: int | None, behavior: str |
     return "\n".join(out)
 
 
+def _count(text: str) -> int:
+    """A number of rows to show (argparse type): >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from pipeline import setup_process
+
+    setup_process()  # the pipeline's library settings (bitsandbytes' CPU-kernel warning, imported through the plan)
     ap = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--pairs", type=int, default=0, help="show this many pairs (default: none)")
-    ap.add_argument("--judgments", type=int, default=0, help="show this many judged responses (default: none)")
-    ap.add_argument("--meta", type=int, default=0, help="show the meta-judge's comparisons for this many responses")
-    ap.add_argument("--refine", type=int, default=0, help="show the refine threads of this many prompts")
-    ap.add_argument("--hints", type=int, default=0, help="show SEELE's hint rates and accuracies for this many problems")
-    ap.add_argument("--behaviors", type=int, default=0, help="show this many samples with their behavior counts")
+    ap.add_argument("--pairs", type=_count, default=0, help="show this many pairs (default: none)")
+    ap.add_argument("--judgments", type=_count, default=0, help="show this many judged responses (default: none)")
+    ap.add_argument("--meta", type=_count, default=0, help="show the meta-judge's comparisons for this many responses")
+    ap.add_argument("--refine", type=_count, default=0, help="show the refine threads of this many prompts")
+    ap.add_argument("--hints", type=_count, default=0, help="show SEELE's hint rates and accuracies for this many problems")
+    ap.add_argument("--behaviors", type=_count, default=0, help="show this many samples with their behavior counts")
     ap.add_argument("--behavior", default=None, choices=BEHAVIORS, help="with --behaviors: only samples that show "
                     "this behavior")
     ap.add_argument("--iteration", type=int, default=None, help="iteration to show (default: last)")

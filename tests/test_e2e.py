@@ -110,11 +110,35 @@ def test_inspect_prints_summary_and_pairs(reference_run, env):
     p = subprocess.run([sys.executable, "-m", "pipeline.inspect", str(reference_run), "--pairs", "2"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+    assert p.stderr == ""  # was bitsandbytes' warning about an optional CPU kernel (on CPUs with AVX512-BF16)
     assert "iter_02: done" in p.stdout and "held-out acc" in p.stdout
     assert p.stdout.count("CHOSEN (gold solution") == 2
     from pipeline.inspect import show_pairs
 
     assert show_pairs(reference_run, 1, 99) == "no pairs found for iteration 99 (iterations that have them: 1, 2)"
+
+
+def test_inspect_on_empty_tables_negative_counts_and_an_iteration_folder(tmp_path, capsys):
+    """A meta-judge that compared nothing (a small model's judgments, none parseable, as `model=tiny
+    method=meta_rewarding` gives) leaves an empty table: `--meta 1` was a KeyError traceback. `--pairs -1` showed all
+    pairs but the last; an iteration folder given for the run folder now names the run folder."""
+    import pandas as pd
+
+    from pipeline.inspect import main
+
+    it = tmp_path / "run" / "iter_01"
+    it.mkdir(parents=True)
+    for name in ("meta_judgments", "pairs", "judgments", "refinements", "behaviors"):
+        pd.DataFrame().to_parquet(it / f"{name}.parquet")
+    for flag in ("--meta", "--pairs", "--judgments", "--refine", "--behaviors"):
+        assert main([str(it.parent), flag, "1"]) == 0, flag
+        assert capsys.readouterr().out.strip().endswith("iter_01/" + {"--meta": "meta_judgments", "--refine":
+                                                        "refinements"}.get(flag, flag[2:]) + ".parquet: no rows")
+    with pytest.raises(SystemExit):
+        main([str(it.parent), "--pairs", "-1"])
+    assert "--pairs: must be an integer >= 0, got '-1'" in capsys.readouterr().err
+    assert main([str(it)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {it}: no iteration folders (give the run folder: {it.parent})"
 
 
 def _kill_when(cmd: list[str], env: dict, ready, timeout: float = 300, stderr: bytearray | None = None) -> None:
