@@ -644,6 +644,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     out = a.out or Path(os.path.commonpath([os.path.abspath(p) for p in a.runs])) / "report"
     try:
+        find_runs(a.runs)  # before --out is made: a mistyped run folder must not get a report/ folder
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ReportError(f"--out {out}: cannot make this folder ({e.strerror})") from e
         path, table = write_report(a.runs, out)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)

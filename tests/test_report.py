@@ -170,6 +170,19 @@ def test_report_of_a_seed_sweep_gives_mean_and_interval(seed_sweep, tmp_path):
     assert (seed_sweep / "report" / "report.html").read_text().count("<tr>") == 1 + 2  # header + one row per seed
 
 
+def test_an_out_folder_that_cannot_be_made_is_one_line(reference_run, tmp_path, capsys):
+    """Was a FileNotFoundError/NotADirectoryError traceback from mkdir, after every run had been read."""
+    from pipeline.report import main
+
+    (tmp_path / "file").write_text("")
+    assert main([str(reference_run), "--out", str(tmp_path / "file" / "rep")]) == 2
+    assert capsys.readouterr().err == f"error: --out {tmp_path / 'file' / 'rep'}: cannot make this folder (Not a " \
+        "directory)\n"
+    assert main([str(tmp_path / "typo")]) == 2  # no report/ folder made in a folder that does not exist
+    assert capsys.readouterr().err == f"error: {tmp_path / 'typo'}: no such folder\n"
+    assert not (tmp_path / "typo").exists()
+
+
 def test_settings_side_by_side_in_one_figure(reference_run, seed_sweep, tmp_path):
     """Two settings (the reference run's two iterations, the sweep's one) in one report: one line each."""
     path, table = write_report([reference_run, seed_sweep], tmp_path / "both")
