@@ -4,6 +4,8 @@ is loaded. The stage table, the resume plan and the run-level checks are in pipe
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -52,7 +54,25 @@ def _folder_name(value: str) -> str:
     return str(value).replace("/", "%2F")
 
 
-for _name, _fn in (("basename", _basename), ("folder_name", _folder_name)):
+def _run_dir(output_dir, run_name) -> str:
+    """hydra.run.dir / hydra.sweep.dir: `paths.output_dir`/`run_name`, refused before Hydra makes the folder when
+    either is empty (the run would go into the folder of all runs, or under /) or the folder cannot be made. Hydra
+    resolves this before our code runs and its exception formatting fails on a resolver's error (an AssertionError
+    and a long traceback), so this prints the one line and exits itself."""
+    problem = next((f"{key} is empty: give it a value, or leave it out for the default"
+                    for key, value in (("paths.output_dir", output_dir), ("run_name", run_name))
+                    if value is None or not str(value).strip()), None)
+    path = Path(str(output_dir)).expanduser() / str(run_name)
+    up = next(p for p in (path, *path.parents) if p.exists())  # the deepest folder that exists
+    if problem is None and not (up.is_dir() and os.access(up, os.W_OK | os.X_OK)):
+        problem = f"paths.output_dir: cannot make {path} ({up} is {'not writable' if up.is_dir() else 'not a folder'})"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    return str(path)
+
+
+for _name, _fn in (("basename", _basename), ("folder_name", _folder_name), ("run_dir", _run_dir)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

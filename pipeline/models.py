@@ -157,6 +157,8 @@ def model_problem(name_or_path: str, cache_dir: str | Path) -> str | None:
     typo). Loads the tokenizer only."""
     from stages.modeling import load_tokenizer
 
+    if not str(name_or_path).strip():  # else Path("") is the current folder
+        return f"no model named (give a model folder, a hub id or embedded:{EMBEDDED})"
     if name_or_path.startswith(SCHEMES):
         name = name_or_path.split(":", 1)[1]
         if name_or_path.startswith("embedded:") and name != EMBEDDED:

@@ -212,6 +212,21 @@ def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == \
         "error: model.name_or_path: unknown embedded model 'smollm3' (have: smollm2-135m-instruct)"
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "cache").exists()
+    p = _cli("model.name_or_path=", f"hydra.run.dir={tmp_path / 'h'}", env=e)  # was '. is not a model folder'
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == "error: model.name_or_path: no model named " \
+        "(give a model folder, a hub id or embedded:smollm2-135m-instruct)"
+    # the run folder: an empty name put the run into the folder of all runs (or under /); a path that cannot be a
+    # folder was mkdir's traceback inside Hydra (exit 1). Refused before Hydra makes any folder.
+    p = _cli("model=tiny", "run_name=", f"paths.output_dir={tmp_path / 'i'}", env=e)
+    assert p.returncode == 2 and p.stderr == "error: run_name is empty: give it a value, or leave it out for the default\n"
+    p = _cli("-m", "model=tiny", "paths.output_dir=", "seed=0,1", env=e)
+    assert p.returncode == 2 and p.stderr == "error: paths.output_dir is empty: give it a value, or leave it out for " \
+        "the default\n"
+    (tmp_path / "file").write_text("")
+    p = _cli("model=tiny", f"paths.output_dir={tmp_path / 'file' / 'runs'}", env=e)
+    assert p.returncode == 2 and p.stderr == f"error: paths.output_dir: cannot make {tmp_path / 'file' / 'runs'}/" \
+        f"irpo-tiny-arithmetic ({tmp_path / 'file'} is not a folder)\n"
+    assert not (tmp_path / "i").exists() and not (ROOT / "irpo-tiny-arithmetic").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
