@@ -334,7 +334,17 @@ def test_load_only_unusable_rows(tmp_path):
 
 def test_load_single_usable_row_cannot_split(tmp_path):
     path = _write_jsonl(tmp_path / "one.jsonl", [{"question": "q?", "answer": "1"}, {"question": "", "answer": "2"}])
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match=re.escape("need at least 2 usable rows to split train/test, got 1 "
+                                                   "(skipped: {'empty_question': 1})")):
+        load_problems(TaskConfig(source=str(path)))
+
+
+def test_a_file_of_another_kind_is_named(tmp_path):
+    """Was datasets' "Couldn't find any data file at ..." for a file that is there."""
+    path = tmp_path / "problems.txt"
+    path.write_text("1+1?\n")
+    with pytest.raises(TaskInputError, match=re.escape(f"task.source: {path}: not a .jsonl, .json, .parquet or .csv "
+                                                       "file")):
         load_problems(TaskConfig(source=str(path)))
 
 

@@ -102,6 +102,8 @@ def _kind(value) -> str:
 def _read_rows(cfg: TaskConfig, split: str) -> list[dict]:
     if Path(cfg.source).suffix.lower() in LOCAL:
         return read_rows(cfg.source)
+    if Path(cfg.source).expanduser().is_file():  # datasets would say it "couldn't find any data file" there
+        raise TaskInputError(f"task.source: {cfg.source}: not a {', '.join(LOCAL[:-1])} or {LOCAL[-1]} file")
     import datasets
 
     try:
@@ -178,7 +180,8 @@ def load(cfg: TaskConfig) -> LoadedTask:
             skipped["in_test_split"] = len(problems) - len(train)
     else:
         if len(problems) < 2:
-            raise TaskInputError(f"task.source={cfg.source}: need at least 2 rows to split train/test")
+            raise TaskInputError(f"task.source={cfg.source}: need at least 2 usable rows to split train/test, got "
+                                 f"{len(problems)}" + (f" (skipped: {skipped})" if skipped else ""))
         order = list(problems)
         random.Random(cfg.seed).shuffle(order)
         n_test = min(cfg.test_size, len(order) // 2)
