@@ -50,6 +50,9 @@ def test_options_are_passed_through_and_change_the_problems():
     ({"dataset": "countdwn"}, "reasoning-gym has no generator 'countdwn'"),
     ({"dataset": "countdown", "options": {"min_numbrs": 3}}, "task.options: countdown refuses"),
     ({"dataset": "gsm_symbolic", "options": {"curriculum_level": 1}}, "has no curriculum"),
+    # was "got multiple values for keyword argument 'size'"
+    ({"dataset": "countdown", "options": {"size": 3}}, "task.options.size is set by the pipeline: use "
+                                                       "task.num_train and task.num_test"),
 ])
 def test_bad_generator_or_options_are_one_line(cfg, message):
     with pytest.raises(TaskInputError, match=message):

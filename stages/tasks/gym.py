@@ -47,6 +47,9 @@ def _dataset(cfg: TaskConfig, size: int, seed: int):
         raise TaskInputError(f"task.dataset: reasoning-gym has no generator {name!r}"
                              + (f" (similar: {close})" if close else f" ({len(DATASETS)} available)"))
     options = dict(cfg.options)
+    for key, ours in (("size", "task.num_train and task.num_test"), ("seed", "task.seed")):
+        if key in options:
+            raise TaskInputError(f"task.options.{key} is set by the pipeline: use {ours}")
     level = options.pop("curriculum_level", None)
     ds_cls, cfg_cls = DATASETS[name]
     try:
