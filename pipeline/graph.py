@@ -519,6 +519,11 @@ def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> No
         raise ConfigError(f"keep_models must be 'latest' or 'all', got {cfg.keep_models!r}")
     if cfg.logger.kind not in ("wandb", "none"):
         raise ConfigError(f"logger.kind must be 'wandb' or 'none', got {cfg.logger.kind!r}")
+    if cfg.logger.kind == "wandb":
+        if cfg.logger.mode not in ("offline", "online", "disabled"):
+            raise ConfigError(f"logger.mode must be 'offline', 'online' or 'disabled', got {cfg.logger.mode!r}")
+        if not is_integer(cfg.logger.log_pairs) or cfg.logger.log_pairs < 0:
+            raise ConfigError(f"logger.log_pairs must be an integer >= 0, got {cfg.logger.log_pairs!r}")
     runner_configs(cfg)
     plan(cfg)  # every iteration's stage configs, and a table whose reads all exist
 

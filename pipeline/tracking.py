@@ -41,11 +41,18 @@ class WandbTracker(NoTracker):
         self.wandb = wandb
         self.log_pairs_n = int(cfg.logger.log_pairs)
         run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
-        self.run = wandb.init(
-            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
-            name=job_name or cfg.run_name, id=run_id, resume="allow", dir=str(run_dir), mode=cfg.logger.mode,
-            tags=list(cfg.logger.tags), config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
-        )
+        try:
+            self.run = wandb.init(
+                project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
+                name=job_name or cfg.run_name, id=run_id, resume="allow", dir=str(run_dir), mode=cfg.logger.mode,
+                tags=list(cfg.logger.tags), config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+            )
+        except wandb.errors.Error as e:  # online: no API key, a wrong one, no network
+            from pipeline.config import ConfigError
+
+            raise ConfigError(f"logger.mode={cfg.logger.mode}: W&B could not start the run ({type(e).__name__}: {e}): "
+                              "wandb login (or set WANDB_API_KEY), or logger.mode=offline to keep it in the run "
+                              "folder and `wandb sync` it later") from None
         wandb.define_metric("iteration")
         wandb.define_metric("trainer/step")
         wandb.define_metric("trainer/*", step_metric="trainer/step")

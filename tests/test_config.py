@@ -95,6 +95,9 @@ def test_schedule_sets_per_iteration_values():
     ("schedule.train.learning_rate=[2e-5,-1]", "train.learning_rate must be > 0"),
     ("on_change=maybe", "on_change must be"),
     ("keep_models=none", "keep_models must be"),
+    # were tracebacks when the W&B run started (pydantic's literal_error; int('abc'))
+    ("logger.mode=bogus", "logger.mode must be 'offline', 'online' or 'disabled', got 'bogus'"),
+    ("logger.log_pairs=abc", "logger.log_pairs must be an integer >= 0, got 'abc'"),
     ("+schedule.generate.nope=[1]", "schedule: generate has no field 'nope'"),
     ("+schedule.generate.temperature=[]", "schedule.generate.temperature: give a non-empty list"),
     ("+schedule.nope.x=[1]", "schedule.nope: not a per-iteration stage group"),
@@ -227,6 +230,18 @@ def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
     assert p.returncode == 2 and p.stderr == f"error: paths.output_dir: cannot make {tmp_path / 'file' / 'runs'}/" \
         f"irpo-tiny-arithmetic ({tmp_path / 'file'} is not a folder)\n"
     assert not (tmp_path / "i").exists() and not (ROOT / "irpo-tiny-arithmetic").exists()
+
+
+def test_wandb_online_without_a_key_is_one_line(tmp_path, env):
+    """logger.mode=online with no W&B key (or no network) was wandb's UsageError traceback."""
+    e = {k: v for k, v in env.items() if not k.startswith("WANDB_")}
+    e.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"), WANDB_SILENT="true")
+    p = _cli("model=tiny", "experiment=smoke", "iterations=0", "logger.mode=online", f"hydra.run.dir={tmp_path / 'r'}",
+             env=e)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert p.stderr.strip().splitlines()[-1].startswith("error: logger.mode=online: W&B could not start the run "
+                                                        "(UsageError: No API key configured"), p.stderr[-3000:]
+    assert "wandb login" in p.stderr and "logger.mode=offline" in p.stderr
 
 
 @pytest.mark.parametrize("overrides, message", [
