@@ -81,7 +81,7 @@ class EvalConfig:
         if ("refine" in self.measures) != (self.refine_rounds >= 1) or self.refine_rounds < 0:
             raise ValueError(f"eval.refine_rounds must be >= 1 with the measure refine and 0 without it, got "
                              f"{self.refine_rounds} (measures {self.measures})")
-        check_template(self.refine_template, "eval.refine_template")
+        check_template(self.refine_template, "eval.refine_template (= refine.template)")  # conf/eval/: unless set
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.pairwise_max_new_tokens < 1:
             raise ValueError("eval.max_new_tokens, eval.batch_size and eval.pairwise_max_new_tokens must be >= 1")
         if self.maj_temperature <= 0 or not 0 < self.maj_top_p <= 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -194,6 +195,15 @@ def test_retry_cap_and_selection():
 def test_bad_refine_settings_fail_before_any_model_loads(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
         stage_configs(compose_config(*overrides))
+
+
+def test_a_bad_refine_template_names_refine_template_at_iteration_0():
+    """The run checks iteration 0 (M0's evaluation) first, whose eval.refine_template is refine.template: the
+    message named only eval.refine_template, a key the user never set."""
+    from pipeline.graph import validate
+
+    with pytest.raises(ConfigError, match=re.escape("eval.refine_template (= refine.template) must contain")):
+        validate(compose_config("method=irpo_refine", "refine.template=Try again."))
 
 
 def test_presets_are_compositions():
