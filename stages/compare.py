@@ -200,6 +200,7 @@ def fit_elo(b: np.ndarray, prior: float = 0.01) -> list[float]:
 @dataclass
 class PairwiseJudgeConfig(CompareConfig):
     """TPO's pairwise judge: every pair of a prompt's responses compared in both orders, Elo as the score."""
+    WHAT: ClassVar[str] = "judge.template (pairwise template)"
     kind: str = "pairwise"
     model: str = "current"  # current: M(t) | initial: M0 | a path | py:module:function
     position_debias: bool = True  # Meta-Rewarding's w1/w2 weights; false: every verdict weighs the same

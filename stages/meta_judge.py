@@ -33,7 +33,7 @@ from stages.thoughts import judged_text
 @dataclass
 class MetaJudgeConfig(CompareConfig):
     SLOTS: ClassVar[tuple[str, ...]] = ("{instruction}", "{response}", "{judgment_a}", "{judgment_b}")
-    WHAT: ClassVar[str] = "meta-judge template"
+    WHAT: ClassVar[str] = "meta_judge.template (meta-judge template)"
     model: str = "current"  # current: M(t-1), the model being improved | initial: M0 | a path | py:module:fn
     max_chosen_chars: int = 700  # a judge pair whose chosen judgment is longer is dropped
     max_share: float = 0.2  # judge pairs are at most this share of all training pairs

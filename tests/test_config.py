@@ -471,9 +471,10 @@ def test_self_rewarding_stage_keys_follow_the_models_they_read():
     ("tpo", "thought.template=think_first", "thought.template must contain {instruction}"),
     ("tpo", "pairs.length_control=shortest", "pairs.length_control must be"),
     ("tpo", "pairs.rho=2", "pairs.rho must be in [0, 1]"),
-    ("tpo", "judge=pairwise judge.template=x", "pairwise template must contain"),
+    ("tpo", "judge=pairwise judge.template=x", "judge: judge.template (pairwise template) must contain"),
     ("irpo", "meta_judge=pairwise", "meta_judge needs a pointwise LLM judge"),
-    ("meta_rewarding", "meta_judge.template='{instruction}'", "meta-judge template must contain"),
+    ("meta_rewarding", "meta_judge.template='{instruction}'",
+     "meta_judge: meta_judge.template (meta-judge template) must contain"),
     ("meta_rewarding", "meta_judge.max_share=0", "meta_judge.max_share must be in (0, 1)"),
     ("meta_rewarding", "schedule.pairs.rho=[0,3]", "pairs.rho must be in [0, 1]"),  # caught for iteration 2
 ])

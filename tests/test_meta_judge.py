@@ -3,6 +3,8 @@ judge pairs (chosen = best judgment, length filter, share cap) and the meta-judg
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from stages.judge import JudgeConfig
@@ -80,7 +82,7 @@ def test_judge_pairs_length_filter_and_share_cap():
 
 
 def test_meta_judge_config_refuses_bad_values():
-    with pytest.raises(ValueError, match="meta-judge template must contain"):
+    with pytest.raises(ValueError, match=re.escape("meta_judge.template (meta-judge template) must contain")):
         MetaJudgeConfig(template="{instruction} {response_a} {response_b}")
     with pytest.raises(ValueError, match="max_share"):
         MetaJudgeConfig(template=META, max_share=1.0)
