@@ -49,6 +49,12 @@ def check_inputs(cfg: DictConfig) -> list[str]:
         if "eval" in names and task.kind != "answer" and "maj" in s.eval.measures:
             raise ConfigError(f"eval.measures: maj votes over final answers; task {task.name} is checked by "
                               f"{'running programs' if task.kind == 'program' else 'rules'}: remove maj")
+        if "eval" in names and task.kind != "rules" and "constraints" in s.eval.measures:
+            rest = [m for m in s.eval.measures if m != "constraints"]
+            raise ConfigError(f"eval.measures: constraints is the share of a prompt's rule-checked constraints met; "
+                              f"task {task.name} is checked by "
+                              f"{'running programs' if task.kind == 'program' else 'final answers'}: remove it "
+                              f"(eval.measures=[{','.join(rest)}])")
         if "generations" in names and s.curriculum:
             try:
                 check_task(task)                    # SEELE's hints need reference solutions

@@ -317,6 +317,20 @@ def test_more_prompts_per_iteration_than_the_split_has_is_said_once():
     assert not [n for n in check_inputs(compose_config(*TINY)) if "prompts_per_iteration" in n]
 
 
+def test_the_constraints_measure_needs_a_task_checked_by_rules():
+    """eval=open (Self-Rewarding's, TPO's and Meta-Rewarding's evaluation) on an answer task reported its accuracy as
+    "constraints met ... of prompts" in every summary line; refused naming the fix."""
+    from conftest import TINY, compose_config
+    from pipeline.config import ConfigError
+    from pipeline.loop import check_inputs
+
+    with pytest.raises(ConfigError, match=re.escape(
+            "eval.measures: constraints is the share of a prompt's rule-checked constraints met; task arithmetic is "
+            "checked by final answers: remove it (eval.measures=[accuracy,win_rate,judge_quality])")):
+        check_inputs(compose_config(*TINY, "judge=pairwise", "pairs=score", "eval=open"))
+    check_inputs(compose_config(*TINY, "task=constraints", "judge=pairwise", "pairs=score", "eval=open"))
+
+
 def test_a_py_model_is_imported_where_its_stage_runs(tmp_path):
     """A py: judge whose module only the stage's worker can import (runner.<group>.env or .python) is checked by
     that worker's interpreter and environment, not refused because this process cannot import it."""

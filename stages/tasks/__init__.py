@@ -169,14 +169,14 @@ class LoadedTask:
                  "solution": p.solution, "kind": p.kind, "difficulty": p.difficulty} for p in problems]
 
 
-def generated(make: Callable, cfg: TaskConfig, checker: Callable) -> LoadedTask:
+def generated(make: Callable, cfg: TaskConfig, checker: Callable, kind: str = "answer") -> LoadedTask:
     """A built-in task from its generator `make(n, seed, split, difficulties)`: the held-out split first, then
     train problems whose text is not in it, so the two never overlap."""
     test = make(cfg.num_test, seed=cfg.seed, split="test", difficulties=cfg.difficulties)
     seen = {p.question for p in test}
     train = [p for p in make(cfg.num_train + len(test), seed=cfg.seed, split="train", difficulties=cfg.difficulties)
              if p.question not in seen]
-    return LoadedTask(name=cfg.name, train=train[: cfg.num_train], test=test, checker=checker)
+    return LoadedTask(name=cfg.name, train=train[: cfg.num_train], test=test, checker=checker, kind=kind)
 
 
 def load_task(cfg: TaskConfig) -> LoadedTask:
