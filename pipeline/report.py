@@ -644,12 +644,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     out = a.out or Path(os.path.commonpath([os.path.abspath(p) for p in a.runs])) / "report"
     try:
-        find_runs(a.runs)  # before --out is made: a mistyped run folder must not get a report/ folder
+        runs = find_runs(a.runs)  # before --out is made: a mistyped run folder must not get a report/ folder
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ReportError(f"--out {out}: cannot make this folder ({e.strerror})") from e
-        path, table = write_report(a.runs, out)
+        path, table = write_report(runs, out)  # the run folders found once (a sweep folder is walked once)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
