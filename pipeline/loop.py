@@ -29,6 +29,9 @@ from stages.tasks import load_task
 from stages.vllm_client import VllmOptions, gpu_groups
 
 
+CHECKED_BY = {"answer": "final answers", "rules": "rules", "program": "running programs"}  # LoadedTask.kind
+
+
 def check_inputs(cfg: DictConfig) -> list[str]:
     """The starting model, and the task, self-instruct's seed pool and the models named by path or py: callable of
     every planned iteration, checked against what that iteration runs, before any model loads: a schedule may turn
@@ -46,15 +49,13 @@ def check_inputs(cfg: DictConfig) -> list[str]:
         stages = stages_at(t, s)
         names = {st.name for st in stages}
         task = load_task(s.task)
+        checked_by = f"task {task.name} is checked by {CHECKED_BY[task.kind]}"
         if "eval" in names and task.kind != "answer" and "maj" in s.eval.measures:
-            raise ConfigError(f"eval.measures: maj votes over final answers; task {task.name} is checked by "
-                              f"{'running programs' if task.kind == 'program' else 'rules'}: remove maj")
+            raise ConfigError(f"eval.measures: maj votes over final answers; {checked_by}: remove maj")
         if "eval" in names and task.kind != "rules" and "constraints" in s.eval.measures:
             rest = [m for m in s.eval.measures if m != "constraints"]
             raise ConfigError(f"eval.measures: constraints is the share of a prompt's rule-checked constraints met; "
-                              f"task {task.name} is checked by "
-                              f"{'running programs' if task.kind == 'program' else 'final answers'}: remove it "
-                              f"(eval.measures=[{','.join(rest)}])")
+                              f"{checked_by}: remove it (eval.measures=[{','.join(rest)}])")
         if "generations" in names and s.curriculum:
             try:
                 check_task(task)                    # SEELE's hints need reference solutions
