@@ -130,9 +130,10 @@ def test_schedule_sets_per_iteration_values():
     ("seed=x", "seed must be an integer"),
     ("seed=-1", "seed must be an integer in [0, 2**32), got -1"),  # was a ValueError in TRL, after sampling
     # a value of the wrong type: refused by the field's annotation, not by whatever the stage does with it
-    ("generate.seed=abc", "generate.seed must be an integer, got 'abc'"),
+    ("generate.seed=abc", "generate.seed must be an integer, got 'abc'"),  # was a TypeError in the first batch
     # Hydra reads an unquoted number as a number: the message says how to pass it as a string
-    ("task=gym task.dataset=2024", """task.dataset must be a string, got 2024 (a number: quote it for Hydra, "task.dataset='2024'")"""),  # was a TypeError in the first batch
+    ("task=gym task.dataset=2024",
+     """task.dataset must be a string, got 2024 (a number: quote it for Hydra, "task.dataset='2024'")"""),
     ("generate.temperature=hot", "generate.temperature must be a number, got 'hot'"),
     ("pairs.include_gold=maybe", "pairs.include_gold must be true or false, got 'maybe'"),
     ("pairs.max_pairs=many", "pairs.max_pairs must be an integer, got 'many'"),
