@@ -148,6 +148,21 @@ def _trl_args(cfg: TrainConfig, work_dir: Path):
     return cfg.trl_config_class()(output_dir=str(work_dir), **args)
 
 
+def _one_dataset_file(data, folder: Path, args):
+    """The training records as one dataset file that every process reads (several processes only). TRL 1.16's
+    precompute_ref_log_probs has rank 0 write the reference log-probs to a cache file beside the dataset's file, and
+    every rank then reads it; a dataset held in memory (``Dataset.from_list``) has no file, so the cache goes into
+    datasets' temporary folder, which each process makes for itself, and the other ranks fail to open it
+    (FileNotFoundError). Rank 0 saves the records first (after a killed attempt, over what it left), then all load."""
+    from datasets import load_from_disk
+
+    with args.main_process_first(desc="training data", local=False):
+        if args.process_index == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            data.save_to_disk(str(folder))
+        return load_from_disk(str(folder))
+
+
 # vocabulary tile width of TRL's fused LM head on CPU (see _cpu_lm_head)
 CPU_VOCAB_TILE = 4096
 
@@ -296,6 +311,8 @@ def train(model_path: str, records: list[dict], output_dir: str | Path, cfg: Tra
     if dropped and _is_main():
         print(f"{desc}: {dropped} of {len(records)} pairs left out, their prompt fills train.max_length="
               f"{args.max_length}", flush=True)
+    if args.world_size > 1:
+        data = _one_dataset_file(data, work_dir / "data", args)
     peft_config = LoraConfig(**{"task_type": "CAUSAL_LM", **cfg.lora}) if cfg.lora else None
     model = _load(model_path, cfg.dtype, cfg.quantize)
     with _cpu_lm_head():  # TRL builds its LM head and scores the reference log-probs in the constructor

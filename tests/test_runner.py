@@ -104,10 +104,17 @@ def test_two_process_generation_merges_shards_in_prompt_order(tmp_path, tiny_mod
 
 
 def test_train_with_two_torchrun_processes(tmp_path, tiny_model):
+    """The shipped DPO config (conf/train/dpo.yaml) with a smaller batch. With its precompute_ref_log_probs, rank 1
+    used to fail opening the reference log-probs' cache file, which rank 0 had written into its own temporary folder
+    (`python -m pipeline runner=multi` failed in iteration 1's training; this test set other TRL fields then)."""
     from safetensors.torch import load_file
 
-    cfg = TrainConfig(args={"per_device_train_batch_size": 2, "learning_rate": 1e-3, "max_length": 64,
-                            "logging_steps": 1, "seed": 0, "num_train_epochs": 1})
+    from conftest import compose_config
+    from pipeline.config import stage_configs
+
+    cfg = stage_configs(compose_config(*TINY, "train.per_device_train_batch_size=2", "train.learning_rate=1e-3",
+                                       "train.max_length=64", "seed=0")).train
+    assert cfg.args["precompute_ref_log_probs"]
     run = Runner({"train": RunnerConfig(kind="torchrun", nproc=2)}, tmp_path)
     out = tmp_path / "iter_01" / "model"
     long = {**PAIRS[0], "prompt": [{"role": "user", "content": "What is 1 + 1? " * 40}], "prompt_id": "long"}
