@@ -7,6 +7,7 @@ it is already finished, else computed and written (pipeline/store.py), so rerunn
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,9 @@ def check_inputs(cfg: DictConfig) -> list[str]:
         raise ConfigError(f"model.name_or_path: {problem}")
     checked: set[tuple[str, str]] = set()
     runners = runner_configs(cfg)
+    for group, where in runners.items():  # training always takes this process's GPU when there is one
+        notices += _processes_notice(group, where, cfg.generate.get("device", "auto") if group == "generate" else
+                                     "auto")
     for t in range(cfg.iterations + 1):
         s = configs_at(cfg, t)
         stages = stages_at(t, s)
@@ -84,6 +88,28 @@ def check_inputs(cfg: DictConfig) -> list[str]:
             notices.append(f"task.prompts_per_iteration={per}: the train split has {n} question{'s' * (n != 1)}, so "
                            f"each iteration uses {'all ' * (n != 1)}{n}")
     return list(dict.fromkeys(notices))
+
+
+def _processes_notice(group: str, where: RunnerConfig, device: str) -> list[str]:
+    """runner.<group>.nproc against this machine. On GPUs each process takes the GPU of its local rank, so more
+    processes than visible GPUs would fail in the stage (an invalid device ordinal, after the models load): refused.
+    On the CPU more processes than cores run, each with its own copy of the model on a share of the cores: a notice."""
+    if where.nproc == 1:
+        return []
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        gpus = torch.cuda.device_count()
+        if where.nproc > gpus:
+            raise ConfigError(f"runner.{group}.nproc={where.nproc}: one process per GPU and {gpus} "
+                              f"{'is' if gpus == 1 else 'are'} visible (CUDA_VISIBLE_DEVICES="
+                              f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): at most {gpus}")
+        return []
+    cores = os.cpu_count() or 1
+    if where.nproc <= cores:
+        return []
+    return [f"runner.{group}.nproc={where.nproc} on {cores} CPU core{'s' * (cores != 1)}: each process holds its own "
+            f"copy of the model and they share the cores, so fewer processes finish sooner"]
 
 
 def _model_problem(spec: str, where: RunnerConfig, cache_dir: str) -> str | None:

@@ -350,6 +350,32 @@ def test_a_py_model_is_imported_where_its_stage_runs(tmp_path):
                                     "judge.model=py:worker_only_judge:judge"))  # in-process
 
 
+def test_more_processes_than_the_machine_has(monkeypatch):
+    """runner.<group>.nproc above the CPU cores was accepted silently (64 processes on 2 cores each loaded a model
+    copy and ran past 200 s): a notice. Above the visible GPUs a rank would fail on an invalid device ordinal after
+    the models load: refused. (No GPU here: torch.cuda's answers are set for the GPU case.)"""
+    import os
+
+    import torch
+
+    from conftest import TINY, compose_config
+    from pipeline.loop import check_inputs
+
+    cores = os.cpu_count()
+    many = ["runner=multi", f"runner.train.nproc={cores + 1}"]
+    assert (f"runner.train.nproc={cores + 1} on {cores} CPU cores: each process holds its own copy of the model and "
+            "they share the cores, so fewer processes finish sooner") in check_inputs(compose_config(*TINY, *many))
+    assert not [n for n in check_inputs(compose_config(*TINY, "runner=multi", "runner.train.nproc=1")) if "runner.train" in n]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    check_inputs(compose_config(*TINY, "runner=multi", "runner.train.nproc=2"))
+    with pytest.raises(ConfigError, match=re.escape("runner.generate.nproc=3: one process per GPU and 2 are visible "
+                                                    "(CUDA_VISIBLE_DEVICES=0,1): at most 2")):
+        check_inputs(compose_config(*TINY, "runner=multi", "runner.generate.nproc=3"))
+    check_inputs(compose_config(*TINY, "runner=multi", "runner.generate.nproc=3", "generate.device=cpu"))
+
+
 def test_vllm_without_the_gpus_it_asks_for_is_refused_before_any_model_loads(monkeypatch):
     """generate=vllm on a machine without enough visible GPUs used to fail in M0's evaluation, as a traceback."""
     from conftest import TINY, compose_config
