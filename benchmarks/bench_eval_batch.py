@@ -15,33 +15,40 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import common  # noqa: F401  (path and environment)
-from common import arithmetic_prompts, arithmetic_task, header, model_path, table
+from common import (MODELS, arithmetic_prompts, arithmetic_task, count, counts, header, model_path, names,
+                    table)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="embedded", help="embedded, tiny, or a checkpoint folder (a run's iter_NN/model)")
-    ap.add_argument("--prompts", type=int, default=200)
-    ap.add_argument("--batches", default="32,16,64,200", help="eval.batch_size values; the first is the reference")
-    ap.add_argument("--dtypes", default="auto", help="auto (bf16 where native), float32, bfloat16; comma-separated")
+    ap.add_argument("--prompts", type=count, default=200)
+    ap.add_argument("--batches", type=counts, default="32,16,64,200",
+                    help="eval.batch_size values; the first is the reference")
+    ap.add_argument("--dtypes", type=names("auto", "float32", "bfloat16"), default="auto",
+                    help="auto (bf16 where native), float32, bfloat16; comma-separated")
     a = ap.parse_args()
+    if a.model not in MODELS and not (Path(a.model) / "config.json").is_file():
+        ap.error(f"argument --model: {a.model!r} is not {' or '.join(MODELS)} nor a checkpoint folder (config.json)")
     from stages.evaluate import EvalConfig, evaluate
     from stages.generate import Engine
     from stages.modeling import pick_dtype
     from stages.verify import VerifyConfig
 
     header("held-out accuracy vs evaluation batch and dtype (greedy)",
-           f"python benchmarks/bench_eval_batch.py --model {a.model} --prompts {a.prompts} --batches {a.batches} "
-           f"--dtypes {a.dtypes}", f"{a.prompts} held-out arithmetic questions, greedy, <= 128 new tokens")
-    path = model_path(a.model) if a.model in ("embedded", "tiny") else a.model
+           f"python benchmarks/bench_eval_batch.py --model {a.model} --prompts {a.prompts} "
+           f"--batches {','.join(map(str, a.batches))} --dtypes {','.join(a.dtypes)}",
+           f"{a.prompts} held-out arithmetic questions, greedy, <= 128 new tokens")
+    path = model_path(a.model) if a.model in MODELS else a.model
     prompts = [{k: v for k, v in p.items() if k != "problem"} for p in arithmetic_prompts(a.prompts, split="test")]
     check = VerifyConfig(task=arithmetic_task()[0])
     rows = []
-    for dtype in a.dtypes.split(","):
+    for dtype in a.dtypes:
         reference = None
-        for batch in map(int, a.batches.split(",")):
+        for batch in a.batches:
             cfg = EvalConfig(max_new_tokens=128, batch_size=batch, engine=Engine(dtype=dtype, device="cpu"))
             t0 = time.perf_counter()
             records, metrics = evaluate(path, prompts, cfg, check, desc=f"{dtype} batch {batch}")

@@ -23,7 +23,7 @@ import argparse
 import time
 
 import common  # noqa: F401  (path and environment)
-from common import arithmetic_prompts, header, matmul_flops, model_path, table
+from common import MODELS, arithmetic_prompts, count, counts, header, matmul_flops, model_path, names, table
 
 
 def baseline(path: str, prompts: list[dict], n: int, tokens: int, seed: int) -> tuple[int, float]:
@@ -78,11 +78,11 @@ def linear_ceiling(path: str, rows: int, dtype: str, steps: int = 20) -> tuple[i
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="embedded")
-    ap.add_argument("--prompts", type=int, default=32)  # the default job: 32 prompts x 4 samples, <= 128 tokens,
-    ap.add_argument("--samples", type=int, default=4)  # 16 prompts per forward (conf/generate/hf.yaml)
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--batches", default="16,32")
+    ap.add_argument("--models", type=names(*MODELS), default="embedded")
+    ap.add_argument("--prompts", type=count, default=32)  # the default job: 32 prompts x 4 samples, <= 128 tokens,
+    ap.add_argument("--samples", type=count, default=4)  # 16 prompts per forward (conf/generate/hf.yaml)
+    ap.add_argument("--tokens", type=count, default=128)
+    ap.add_argument("--batches", type=counts, default="16,32")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     import torch
@@ -90,28 +90,28 @@ def main() -> None:
     from stages.modeling import cpu_has_bf16
 
     header("generation: generate stage vs per-prompt transformers baseline",
-           f"python benchmarks/bench_generate.py --models {a.models} --prompts {a.prompts} --samples {a.samples} "
-           f"--tokens {a.tokens} --batches {a.batches}",
+           f"python benchmarks/bench_generate.py --models {','.join(a.models)} --prompts {a.prompts} "
+           f"--samples {a.samples} --tokens {a.tokens} --batches {','.join(map(str, a.batches))}",
            f"{a.prompts} arithmetic prompts x {a.samples} samples, <= {a.tokens} new tokens, T 0.8, top-p 0.95")
     peak = {"float32": matmul_flops(torch.float32), "bfloat16": matmul_flops(torch.bfloat16)}
     print(f"measured matmul: fp32 {peak['float32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s "
           f"(native bf16: {cpu_has_bf16()})\n")
     fast = "bfloat16" if cpu_has_bf16() else "float32"
     prompts = arithmetic_prompts(a.prompts)
-    for name in a.models.split(","):
+    for name in a.models:
         path = model_path(name)
         from transformers import AutoConfig, AutoModelForCausalLM
 
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path)).parameters())
         runs = [("baseline: per prompt, fp32", "float32", lambda: baseline(path, prompts, a.samples, a.tokens, a.seed))]
-        for b in map(int, a.batches.split(",")):
+        for b in a.batches:
             runs.append((f"stage: batch {b}, fp32", "float32",
                          lambda b=b: stage(path, prompts, a.samples, a.tokens, a.seed, b, "float32")))
             if fast != "float32":
                 runs.append((f"stage: batch {b}, bf16", fast,
                              lambda b=b: stage(path, prompts, a.samples, a.tokens, a.seed, b, fast)))
         short = "bf16" if fast != "float32" else "fp32"
-        for b in map(int, a.batches.split(",")):
+        for b in a.batches:
             runs.append((f"ceiling: linear layers alone, {b * a.samples} rows, {short}", fast,
                          lambda b=b: linear_ceiling(path, b * a.samples, fast)))
         rows, base = [], None

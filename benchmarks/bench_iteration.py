@@ -26,7 +26,10 @@ TIMED: dict[str, float] = {}
 
 
 def main() -> None:
-    overrides = [a for a in sys.argv[1:] if "=" in a]
+    overrides = sys.argv[1:]
+    bad = [a for a in overrides if "=" not in a.lstrip("+~")]
+    if bad:
+        sys.exit(f"bench_iteration.py: arguments are pipeline overrides (key=value, e.g. model=tiny), got {bad[0]!r}")
     t_start = time.perf_counter()
     from hydra import compose, initialize_config_module
 
@@ -45,14 +48,27 @@ def main() -> None:
     time_calls(GenerationMixin, "generate", TIMED, bucket)  # and transformers' generate, wherever it is called
     time_dpo(TIMED, "train (DPOTrainer init incl. reference log-probs, Trainer.train)")
     time_calls(stages.tasks.LoadedTask, "check", TIMED, "judge (answer checks)")  # every check: judging, evaluation
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["iterations=1", "logger.mode=offline", *overrides])
+    from hydra.errors import HydraException
+
+    from pipeline import input_errors
+
+    try:
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=["iterations=1", "logger.mode=offline", *overrides])
+    except HydraException as e:  # Hydra's message on one line (a missing option: the group's options listed)
+        lines = [line.strip() for line in str(e).split("Config search path:")[0].splitlines() if line.strip()]
+        if len(lines) > 1 and lines[1].startswith("Available options"):
+            lines = [lines[0], f"(options: {', '.join(lines[2:])})"]
+        sys.exit(f"error: {' '.join(lines)}")
     header("one iteration of the default job", "python benchmarks/bench_iteration.py " + " ".join(overrides),
            f"{cfg.method_name} on {cfg.model.name_or_path}, task {cfg.task.name}: M0 evaluation + 1 iteration")
     with tempfile.TemporaryDirectory() as d:
         run_dir = Path(d) / "run"
         t0 = time.perf_counter()
-        pipeline.loop.run(cfg, run_dir)
+        try:
+            pipeline.loop.run(cfg, run_dir)
+        except input_errors() as e:
+            sys.exit(f"error: {e}")
         wall = time.perf_counter() - t0
         import json
 

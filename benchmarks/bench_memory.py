@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 
 import common  # noqa: F401
-from common import HUGETLB_ENV, MMAP_1MIB_ENV, header, table
+from common import HUGETLB_ENV, MMAP_1MIB_ENV, count, header, names, table
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -132,19 +132,19 @@ def main() -> None:
     argv = sys.argv[1:]
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iterations", type=int, default=1)
-    ap.add_argument("--variants", default="baseline,shipped")
+    ap.add_argument("--iterations", type=count, default=1)
+    ap.add_argument("--variants", type=names(*VARIANTS), default="baseline,shipped")
     args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    names = args.variants.split(",")
+    variants = args.variants
     header("peak memory, disk and wall time of python -m pipeline",
-           f"python benchmarks/bench_memory.py --iterations {args.iterations} --variants {args.variants}"
+           f"python benchmarks/bench_memory.py --iterations {args.iterations} --variants {','.join(variants)}"
            + (" -- " + " ".join(overrides) if overrides else ""),
            f"iterations={args.iterations} {' '.join(overrides)}; variants: "
            + "; ".join(f"{n}: {' '.join(VARIANTS[n]) or 'defaults'}"
-                      + "".join(f" with {k}={v}" for k, v in VARIANT_ENV.get(n, {}).items()) for n in names))
+                      + "".join(f" with {k}={v}" for k, v in VARIANT_ENV.get(n, {}).items()) for n in variants))
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for name in names:
+        for name in variants:
             rows.append(run_variant(name, overrides, args.iterations, Path(d)))
             print(table(rows[-1:], list(rows[-1])), flush=True)
     base = next((r for r in rows if r["variant"] == "baseline"), None)

@@ -16,7 +16,7 @@ import argparse
 import time
 
 import common  # noqa: F401  (path and environment)
-from common import cache_dir, header, table
+from common import cache_dir, count, header, table
 
 
 def run(task_name: str, model: str, rounds: int, max_test: int | None) -> list[dict]:
@@ -63,7 +63,7 @@ def run(task_name: str, model: str, rounds: int, max_test: int | None) -> list[d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=count, default=2)
     ap.add_argument("--tasks", nargs="+", default=["arithmetic", "code"])
     ap.add_argument("--max-test", type=int, default=None)
     a = ap.parse_args()

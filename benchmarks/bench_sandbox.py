@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import common  # noqa: F401  (path and environment)
-from common import header, table
+from common import count, header, table
 
 
 def jobs(repeat: int) -> list[tuple[str, str]]:
@@ -62,8 +62,8 @@ def sandboxed(work: list[tuple[str, str]], workers: int, mode: str | None) -> in
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeat", type=count, default=2)
+    ap.add_argument("--workers", type=count, default=os.cpu_count() or 1)
     args = ap.parse_args()
     from stages import sandbox
 

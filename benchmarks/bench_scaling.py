@@ -18,7 +18,7 @@ from pathlib import Path
 
 import common  # noqa: F401
 from bench_train import pairs
-from common import arithmetic_prompts, header, model_path, table, time_dpo
+from common import MODELS, arithmetic_prompts, header, model_path, table, time_dpo
 
 
 TIMED: dict[str, float] = {}
@@ -51,7 +51,7 @@ def train_time(path, n_pairs, repeat) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--model", choices=MODELS, default="embedded")
     a = ap.parse_args()
     from stages.modeling import load_model, load_tokenizer
 

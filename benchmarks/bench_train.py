@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 
 import common  # noqa: F401
-from common import (HUGETLB_ENV, MMAP_1MIB_ENV, arithmetic_prompts, header, matmul_flops, mimalloc_env, model_path, table,
-                    time_dpo)
+from common import (HUGETLB_ENV, MODELS, MMAP_1MIB_ENV, arithmetic_prompts, count, header, matmul_flops, mimalloc_env,
+                    model_path, table, time_dpo)
 
 CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkpointing on / off), +batchN (N pairs
     # per micro-batch, 8 per step), +trlhead (TRL's fused LM head as TRL sets it, without the stage's CPU setting),
@@ -43,6 +43,21 @@ CONFIGS = {  # "stage" plus any of +precompute, +ckpt / +nockpt (gradient checkp
     "trl-fp32": "TRL DPOTrainer, DPOConfig defaults + use_cpu=True, bf16=False (for CPUs without native bf16)",
     "stage": "train stage as shipped (conf/train/dpo.yaml)",
 }
+PARTS = ("precompute", "ckpt", "nockpt", "trlhead", "adam8", "mmap1m", "hugetlb", "mimalloc")  # and batchN
+
+
+def configs(text: str) -> list[str]:
+    """argparse type of --configs: comma-separated CONFIGS names, each with any of the +PARTS."""
+    out = text.split(",")
+    for config in out:
+        base, *parts = config.split("+")
+        if base not in CONFIGS:
+            raise argparse.ArgumentTypeError(f"{config!r}: {base!r} is not one of {', '.join(CONFIGS)}")
+        bad = [p for p in parts if p not in PARTS and p not in ("batch1", "batch2", "batch4", "batch8")]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{config!r}: +{bad[0]} is not one of +{', +'.join(PARTS)}, +batchN "
+                                             "(N = 1, 2, 4 or 8)")
+    return out
 
 
 def pairs(n: int) -> list[dict]:
@@ -136,9 +151,9 @@ def worker(config: str, model: str, n: int, out_dir: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="embedded")
-    ap.add_argument("--pairs", type=int, default=32)
-    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--model", choices=MODELS, default="embedded")
+    ap.add_argument("--pairs", type=count, default=32)
+    ap.add_argument("--configs", type=configs, default=",".join(CONFIGS))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -151,7 +166,7 @@ def main() -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     header("DPO: train stage vs TRL DPOTrainer defaults",
-           f"python benchmarks/bench_train.py --model {a.model} --pairs {a.pairs} --configs {a.configs}",
+           f"python benchmarks/bench_train.py --model {a.model} --pairs {a.pairs} --configs {','.join(a.configs)}",
            f"{a.pairs} arithmetic pairs (gold solution vs the same with wrong numbers), DPO + NLL, 1 epoch, "
            "8 pairs per step, full fine-tuning")
     from stages.modeling import cpu_has_bf16
@@ -163,7 +178,7 @@ def main() -> None:
     print(f"model {a.model} ({params / 1e6:.1f}M parameters); measured {bound} matmul {peak / 1e9:.0f} GFLOP/s\n",
           flush=True)
     rows, base = [], None
-    for config in a.configs.split(","):
+    for config in a.configs:
         with tempfile.TemporaryDirectory() as out:
             parts = config.split("+")[1:]
             env = {**os.environ, **(MMAP_1MIB_ENV if "mmap1m" in parts else {}),

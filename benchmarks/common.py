@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -58,6 +59,35 @@ def time_dpo(into: dict, bucket: str) -> None:
 
     time_calls(DPOTrainer, "__init__", into, bucket)
     time_calls(Trainer, "train", into, bucket)
+
+
+def count(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is argparse's one `error:` line, before any model loads)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"an integer >= 1, got {text!r}")
+    return n
+
+
+def counts(text: str) -> list[int]:
+    """argparse type: comma-separated integers >= 1 ("16,32")."""
+    return [count(t) for t in text.split(",")]
+
+
+def names(*choices: str):
+    """argparse type: comma-separated names, each one of `choices`."""
+    def parse(text: str) -> list[str]:
+        bad = [t for t in text.split(",") if t not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{bad[0]!r} is not one of {', '.join(choices)}")
+        return text.split(",")
+    return parse
+
+
+MODELS = ("embedded", "tiny")  # model_path's names
 
 
 def cache_dir() -> str:
