@@ -16,7 +16,7 @@ setup_process()
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 import pipeline.config  # noqa: E402,F401  (registers the ${basename:...} resolver)
 
@@ -33,8 +33,10 @@ def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
     run_dir = Path(hc.runtime.output_dir)
+    record = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hc}), "overrides.yaml": hc.overrides.task}
     try:
-        run(cfg, run_dir, job_name=hc.job.override_dirname if multirun else None, overrides=list(hc.overrides.task))
+        run(cfg, run_dir, job_name=hc.job.override_dirname if multirun else None, overrides=list(hc.overrides.task),
+            record=record)
     except input_errors() as e:
         if not multirun:
             print(f"error: {e}", file=sys.stderr)

@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError
 from pipeline.graph import Run, configs_at, plan, runner_configs, stages_at, validate
 from pipeline.models import model_problem, resolve_model
 from pipeline.report import iteration_metrics, print_summary_line, print_table, record_versions, write_report
 from pipeline.runner import Runner, RunnerConfig
-from pipeline.store import Store
+from pipeline.store import Store, atomic_write_text
 from pipeline.tracking import make_tracker
 from stages.generate import python_model
 from stages.hints import check_task
@@ -131,7 +131,9 @@ def _model_problem(spec: str, where: RunnerConfig, cache_dir: str) -> str | None
     return None
 
 
-def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: list[str] = ()) -> list[dict]:
+def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: list[str] = (),
+        record: dict | None = None) -> list[dict]:
+    """`record`: Hydra's files of the command ({file name: config}), written to <run>/.hydra/ once the checks pass."""
     validate(cfg, overrides)                        # bad values fail here, before any model loads
     store = Store(run_dir, plan(cfg))
     store.check(cfg.on_change)                      # stale results: refuse, or forget them
@@ -139,6 +141,9 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     for notice in check_inputs(cfg):                # a bad file, field, option, sandbox or model path too
         print(notice, flush=True)
     m0 = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)
+    for name, node in (record or {}).items():       # the command that made (or continues) this run
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
     record_versions(run_dir)                        # which libraries made these numbers
     tracker = make_tracker(cfg, run_dir, job_name)
     run = Run(cfg, store, Runner(runner_configs(cfg), run_dir), m0, tracker)  # stages here or in own processes

@@ -227,17 +227,22 @@ def test_iterations_0_evaluates_a_checkpoint_only(tmp_path, env, reference_run):
 def test_changed_stage_config_is_refused_then_recomputed_on_request(tmp_path, env, seed_sweep):
     run = copy_run(sweep_job(seed_sweep, "seed=0"), tmp_path / "run")  # a finished TINY iterations=1 run
     old_pairs = (run / "iter_01" / "pairs.done.json").read_text()
+    record = {f: (run / ".hydra" / f).read_text() for f in ("config.yaml", "overrides.yaml", "hydra.yaml")}
     p = run_pipeline(run, *TINY, "logger=none", "iterations=1", "pairs.pairs_per_prompt=1", env=env, check=False)
     assert p.returncode != 0
     assert "iter_01/pairs: pairs.pairs_per_prompt: 2 -> 1" in p.stderr
     assert "on_change=recompute" in p.stderr
     assert (run / "iter_01" / "pairs.done.json").read_text() == old_pairs  # nothing was touched
+    # ... nor the record of the command that made the run, which the report and inspect read (Hydra used to
+    # overwrite it with the refused command's config before the pipeline ran)
+    assert {f: (run / ".hydra" / f).read_text() for f in record} == record
     gen_marker = (run / "iter_01" / "generations.done.json").read_text()
     run_pipeline(run, *TINY, "logger=none", "iterations=1", "pairs.pairs_per_prompt=1", "on_change=recompute",
                  env=env)
     assert (run / "iter_01" / "generations.done.json").read_text() == gen_marker  # upstream reused
     assert json.loads((run / "iter_01" / "pairs.done.json").read_text())["count"] == 4  # 4 prompts x K=1
     assert json.loads((run / "iter_01" / "model.done.json").read_text())["count"] == 4  # retrained on them
+    assert "pairs.pairs_per_prompt=1" in (run / ".hydra" / "overrides.yaml").read_text()  # the command that made it
 
 
 def _check_sweep(sweep: Path, jobs_expected: list[str]) -> None:
