@@ -45,12 +45,11 @@ def check_inputs(cfg: DictConfig) -> list[str]:
         raise ConfigError(f"model.name_or_path: {problem}")
     checked: set[tuple[str, str]] = set()
     runners = runner_configs(cfg)
-    for group, where in runners.items():  # training always takes this process's GPU when there is one
-        notices += _processes_notice(group, where, cfg.generate.get("device", "auto") if group == "generate" else
-                                     "auto")
+    planned: set[str] = set()  # the stage groups some iteration runs
     for t in range(cfg.iterations + 1):
         s = configs_at(cfg, t)
         stages = stages_at(t, s)
+        planned |= {st.group for st in stages}
         names = {st.name for st in stages}
         task = load_task(s.task)
         checked_by = f"task {task.name} is checked by {CHECKED_BY[task.kind]}"
@@ -87,6 +86,10 @@ def check_inputs(cfg: DictConfig) -> list[str]:
             n = len(task.train)
             notices.append(f"task.prompts_per_iteration={per}: the train split has {n} question{'s' * (n != 1)}, so "
                            f"each iteration uses {'all ' * (n != 1)}{n}")
+    for group, where in runners.items():  # training always takes this process's GPU when there is one
+        if group in planned:
+            notices += _processes_notice(group, where, cfg.generate.get("device", "auto") if group == "generate"
+                                         else "auto")
     return list(dict.fromkeys(notices))
 
 
