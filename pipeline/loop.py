@@ -144,9 +144,10 @@ def run(cfg: DictConfig, run_dir: Path, job_name: str | None = None, overrides: 
     for notice in check_inputs(cfg):                # a bad file, field, option, sandbox or model path too
         print(notice, flush=True)
     m0 = resolve_model(cfg.model.name_or_path, cfg.paths.cache_dir)
-    for name, node in (record or {}).items():       # the command that made (or continues) this run
+    if record:                                      # the command that made (or continues) this run
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
+        for name, node in record.items():
+            atomic_write_text(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
     record_versions(run_dir)                        # which libraries made these numbers
     tracker = make_tracker(cfg, run_dir, job_name)
     run = Run(cfg, store, Runner(runner_configs(cfg), run_dir), m0, tracker)  # stages here or in own processes
