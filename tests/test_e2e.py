@@ -341,4 +341,4 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path, env):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running pipeline holds it
         p = run_pipeline(run, *TINY, "logger=none", env=env, check=False)
     assert p.returncode == 2 and "in use by another pipeline process" in p.stderr
-    assert not (run / "iter_00").exists()
+    assert not (run / "iter_00").exists() and not (run / ".hydra").exists()  # the running one's record is its own
