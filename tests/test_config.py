@@ -363,8 +363,9 @@ def test_more_processes_than_the_machine_has(monkeypatch):
 
     cores = os.cpu_count()
     many = ["runner=multi", f"runner.train.nproc={cores + 1}"]
-    assert (f"runner.train.nproc={cores + 1} on {cores} CPU cores: each process holds its own copy of the model and "
-            "they share the cores, so fewer processes finish sooner") in check_inputs(compose_config(*TINY, *many))
+    assert (f"runner.train.nproc={cores + 1} on {cores} CPU core{'s' * (cores != 1)}: each process holds its own copy "
+            "of the model and they share the cores, so fewer processes finish sooner") in check_inputs(
+        compose_config(*TINY, *many))
     for fine in (["runner=multi", "runner.train.nproc=1"], [*many, "iterations=0"]):  # one process; no DPO planned
         assert not [n for n in check_inputs(compose_config(*TINY, *fine)) if "runner.train" in n]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
