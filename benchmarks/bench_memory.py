@@ -135,16 +135,15 @@ def main() -> None:
     ap.add_argument("--iterations", type=count, default=1)
     ap.add_argument("--variants", type=names(*VARIANTS), default="baseline,shipped")
     args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    variants = args.variants
     header("peak memory, disk and wall time of python -m pipeline",
-           f"python benchmarks/bench_memory.py --iterations {args.iterations} --variants {','.join(variants)}"
+           f"python benchmarks/bench_memory.py --iterations {args.iterations} --variants {','.join(args.variants)}"
            + (" -- " + " ".join(overrides) if overrides else ""),
            f"iterations={args.iterations} {' '.join(overrides)}; variants: "
            + "; ".join(f"{n}: {' '.join(VARIANTS[n]) or 'defaults'}"
-                      + "".join(f" with {k}={v}" for k, v in VARIANT_ENV.get(n, {}).items()) for n in variants))
+                      + "".join(f" with {k}={v}" for k, v in VARIANT_ENV.get(n, {}).items()) for n in args.variants))
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for name in variants:
+        for name in args.variants:
             rows.append(run_variant(name, overrides, args.iterations, Path(d)))
             print(table(rows[-1:], list(rows[-1])), flush=True)
     base = next((r for r in rows if r["variant"] == "baseline"), None)

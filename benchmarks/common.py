@@ -87,7 +87,9 @@ def names(*choices: str):
     return parse
 
 
-MODELS = ("embedded", "tiny")  # model_path's names
+# model_path's names: 'embedded' (SmolLM2-135M-Instruct) or 'tiny' (2-layer random Llama), as the pipeline names them
+MODEL_SPECS = {"embedded": "embedded:smollm2-135m-instruct", "tiny": "tiny:llama"}
+MODELS = tuple(MODEL_SPECS)
 
 
 def cache_dir() -> str:
@@ -95,10 +97,10 @@ def cache_dir() -> str:
 
 
 def model_path(name: str) -> str:
-    """'embedded' (SmolLM2-135M-Instruct) or 'tiny' (2-layer random Llama), as the pipeline resolves them."""
+    """The folder of a MODELS name, as the pipeline resolves it."""
     from pipeline.models import resolve_model
 
-    return resolve_model("embedded:smollm2-135m-instruct" if name == "embedded" else "tiny:llama", cache_dir())
+    return resolve_model(MODEL_SPECS[name], cache_dir())
 
 
 def matmul_flops(dtype, n: int = 2048, seconds: float = 2.0) -> float:

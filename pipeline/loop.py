@@ -101,7 +101,9 @@ def _processes_notice(group: str, where: RunnerConfig, device: str) -> list[str]
         return []
     import torch
 
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+    from stages.modeling import pick_device
+
+    if pick_device(device).startswith("cuda"):  # where each rank's stage puts its model
         gpus = torch.cuda.device_count()
         if where.nproc > gpus:
             raise ConfigError(f"runner.{group}.nproc={where.nproc}: one process per GPU and {gpus} "
