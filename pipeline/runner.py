@@ -242,6 +242,17 @@ def work(job: Path) -> None:
         raise
     if spec["sharded"] or rank == 0:
         _write_json(job / f"result.{rank}.json", encode_call(result, job, f"result.{rank}."))
+    _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Close the process group a stage opened (under torchrun, accelerate's state for training): torch warns at exit
+    otherwise ("destroy_process_group() was not called", NCCL on GPUs). Only after the stage returned: after an
+    error another rank may be stuck in a collective, and the process ends anyway."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,6 +82,36 @@ def test_a_failed_worker_reports_its_exit_status_and_log_tail(tmp_path):
     assert "boom" in (tmp_path / "w.log").read_text()
 
 
+def _join_a_process_group(store_file: str) -> int:
+    """A stage function that, like the DPO stage under torchrun (accelerate's state), leaves a process group open."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(store_file, 1), rank=0, world_size=1)
+    return dist.get_world_size()
+
+
+def test_a_worker_closes_the_process_group_its_stage_opened(tmp_path):
+    """On GPUs torch warned at every torchrun stage's exit, "destroy_process_group() was not called before program
+    exit, which can leak resources" (seen with NCCL on an H200, runner=multi): the worker closes it once the stage
+    has returned."""
+    import torch.distributed as dist
+
+    from pipeline.runner import work
+
+    job = tmp_path / "train.job"
+    job.mkdir()
+    spec = {"stage": "iter_01/train", "function": f"{__name__}:_join_a_process_group", "sharded": False,
+            "kwargs": encode_call({"store_file": str(tmp_path / "store")}, job)}
+    (job / "job.json").write_text(json.dumps(spec))
+    try:
+        work(job)
+        assert not dist.is_initialized()
+        assert decode(json.loads((job / "result.0.json").read_text()), job) == 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 # ----------------------------------------------------------------------------- real worker processes
 
 
