@@ -43,3 +43,15 @@ def test_a_bad_argument_is_one_line(script, args, message):
     last = p.stderr.strip().splitlines()[-1]
     assert p.returncode in (1, 2) and message in last, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
+
+
+def test_the_gpu_check_script_runs_a_step_and_reports_it(tmp_path, env, tiny_model):
+    """benchmarks/gpu_check.sh is run by hand on GPU machines (README "What ran where"); its overrides would rot
+    unnoticed, so one of its steps (bf16 training) runs here on the CPU through the script itself."""
+    runs = tmp_path / "runs"
+    p = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, capture_output=True, text=True,
+                       env={**env, "PYTHON": sys.executable, "RUNS": str(runs), "STEPS": "B"}, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "--- B_bf16 rc=0 " in p.stdout and "A_default" not in p.stdout  # only the step asked for
+    assert "[iter 1]" in (runs / "B_bf16.log").read_text() and (runs / "B_bf16" / "iter_01" / "metrics.json").is_file()
+    assert "=== B_bf16" in (runs / "gpu_check.log").read_text()
