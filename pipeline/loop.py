@@ -24,6 +24,7 @@ from pipeline.store import Store, atomic_write_text
 from pipeline.tracking import make_tracker
 from stages.generate import python_model
 from stages.hints import check_task
+from stages.modeling import device_problem
 from stages.pairs import no_gold_notice
 from stages.self_instruct import load_seed_pool
 from stages.tasks import load_task
@@ -69,6 +70,10 @@ def check_inputs(cfg: DictConfig) -> list[str]:
                 load_seed_pool(s.prompts.seed_pool)  # the examples the model writes new instructions from
             except (OSError, ValueError) as e:
                 raise ConfigError(str(e)) from None
+        if s.generate.backend == "hf" and stages:  # every model call of the iteration (sampling, judges, evaluation)
+            problem = device_problem(s.generate.device)
+            if problem:
+                raise ConfigError(f"generate.device={s.generate.device}: {problem}")
         if s.generate.backend == "vllm":  # every model call of the run goes through vLLM workers on GPUs
             try:
                 gpu_groups(VllmOptions.parse(s.generate.vllm))

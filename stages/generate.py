@@ -40,7 +40,7 @@ def _check_engine(backend: str, vllm: dict, dtype: str, device: str, where: str)
         raise ValueError(f"{where}.backend must be 'hf' or 'vllm', got {backend!r}")
     if dtype not in DTYPES:
         raise ValueError(f"{where}.dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    if not (device in ("auto", "cpu", "cuda", "mps") or str(device).startswith("cuda:")):
+    if not (device in ("auto", "cpu", "cuda", "mps") or (str(device).startswith("cuda:") and device[5:].isdigit())):
         raise ValueError(f"{where}.device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     if backend == "vllm":
         from stages.vllm_client import VllmOptions

@@ -17,6 +17,25 @@ def pick_device(device: str = "auto") -> str:
     return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
 
 
+def device_problem(device: str) -> str | None:
+    """Why `device` (generate.device) is not on this machine, found before any model loads (None: it is, or auto/cpu).
+    torch only finds out when the first model moves there: a traceback in M0's evaluation ("Torch not compiled with
+    CUDA enabled") or, for cuda:N past the visible GPUs, an invalid device ordinal."""
+    if device in ("auto", "cpu"):
+        return None
+    if device == "mps":
+        return None if torch.backends.mps.is_available() else "no MPS device here (Apple silicon): use auto or cpu"
+    if not torch.cuda.is_available():
+        build = "" if torch.version.cuda else ", a build without CUDA"
+        return f"no CUDA GPU is visible (torch {torch.__version__}{build}): use auto (a GPU where there is one) or cpu"
+    index, gpus = device.partition(":")[2], torch.cuda.device_count()
+    if index.isdigit() and int(index) >= gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+        return (f"{gpus} GPU{'s are' if gpus != 1 else ' is'} visible (CUDA_VISIBLE_DEVICES={visible}): "
+                f"cuda:0 to cuda:{gpus - 1}")
+    return None
+
+
 def release_memory(collect: bool = True) -> None:
     """Give freed memory back to the system: collect garbage (unless `collect` is false: tensors are freed when
     their last reference goes, the collector only finds cycles), then have the allocator return its free pages.

@@ -120,6 +120,7 @@ def test_schedule_sets_per_iteration_values():
     ("train.dtype=float64", "train.dtype must be float32 or bfloat16"),
     ("generate.dtype=float64", "generate.dtype must be one of"),
     ("generate.device=gpu", "generate.device must be auto, cpu, cuda, cuda:N or mps"),
+    ("generate.device=cuda:x", "generate.device must be auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"),
     ("generate.top_p=0", "generate.top_p must be in (0, 1]"),
     ("generate.temperature=-1", "generate.temperature must be >= 0"),
     ("+eval.dtype=float32", "eval: unknown field(s) ['dtype']"),  # one engine: generate.dtype
@@ -376,6 +377,33 @@ def test_more_processes_than_the_machine_has(monkeypatch):
                                                     "(CUDA_VISIBLE_DEVICES=0,1): at most 2")):
         check_inputs(compose_config(*TINY, "runner=multi", "runner.generate.nproc=3"))
     check_inputs(compose_config(*TINY, "runner=multi", "runner.generate.nproc=3", "generate.device=cpu"))
+
+
+def test_a_generate_device_this_machine_lacks_is_refused_before_any_model_loads(monkeypatch, tmp_path, env):
+    """generate.device=cuda on a machine without CUDA failed in M0's evaluation with torch's traceback ("Torch not
+    compiled with CUDA enabled"), and cuda:N past the visible GPUs would fail on an invalid device ordinal after the
+    model loads: one line each, exit 2, before any work. (No GPU here: torch.cuda's answers are set for cuda:N.)"""
+    import torch
+
+    from conftest import TINY, compose_config, run_pipeline
+    from pipeline.loop import check_inputs
+
+    if not torch.cuda.is_available():
+        p = run_pipeline(tmp_path / "run", *TINY, "logger=none", "generate.device=cuda", env=env, check=False)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert p.stderr.strip().splitlines()[-1].startswith("error: generate.device=cuda: no CUDA GPU is visible")
+        assert not (tmp_path / "run" / "iter_00").exists()
+    check_inputs(compose_config(*TINY, "generate.device=cpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    check_inputs(compose_config(*TINY, "generate=vllm", "generate.device=cuda:7"))  # vLLM workers pick their GPUs
+    check_inputs(compose_config(*TINY, "generate.device=cuda:1"))
+    with pytest.raises(ConfigError, match=re.escape("generate.device=cuda:2: 2 GPUs are visible "
+                                                    "(CUDA_VISIBLE_DEVICES=0,1): cuda:0 to cuda:1")):
+        check_inputs(compose_config(*TINY, "generate.device=cuda:2"))
+    with pytest.raises(ConfigError, match=re.escape("generate.device=cuda:2: 2 GPUs are visible")):  # any iteration
+        check_inputs(compose_config(*TINY, "+schedule.generate.device=[cpu,cuda:2]"))
 
 
 def test_vllm_without_the_gpus_it_asks_for_is_refused_before_any_model_loads(monkeypatch):
