@@ -51,15 +51,13 @@ def main() -> None:
     from hydra.errors import HydraException
 
     from pipeline import input_errors
+    from pipeline.config import command_line_error
 
     try:
         with initialize_config_module(config_module="conf", version_base="1.3"):
             cfg = compose(config_name="config", overrides=["iterations=1", "logger.mode=offline", *overrides])
-    except HydraException as e:  # Hydra's message on one line (a missing option: the group's options listed)
-        lines = [line.strip() for line in str(e).split("Config search path:")[0].splitlines() if line.strip()]
-        if len(lines) > 1 and lines[1].startswith("Available options"):
-            lines = [lines[0], f"(options: {', '.join(lines[2:])})"]
-        sys.exit(f"error: {' '.join(lines)}")
+    except HydraException as e:  # Hydra's message on one line, as python -m pipeline prints it
+        sys.exit(f"error: {command_line_error(e)}")
     header("one iteration of the default job", "python benchmarks/bench_iteration.py " + " ".join(overrides),
            f"{cfg.method_name} on {cfg.model.name_or_path}, task {cfg.task.name}: M0 evaluation + 1 iteration")
     with tempfile.TemporaryDirectory() as d:

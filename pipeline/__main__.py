@@ -7,6 +7,7 @@ Examples:
     python -m pipeline -m train.beta=0.05,0.1             # a sweep: one folder and one W&B run per job
 """
 
+import os
 import sys
 
 from pipeline import preload_allocator, quiet_libraries, setup_process
@@ -29,25 +30,49 @@ def main(cfg: DictConfig) -> None:
     from pipeline.loop import run
     from pipeline.report import mark_failed
 
+    if _RAISE_SET_BY_US:
+        os.environ.pop("HYDRA_FULL_ERROR", None)  # from here on, Hydra reports as it always did (cli)
     quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
     run_dir = Path(hc.runtime.output_dir)
+    overrides = OmegaConf.to_container(hc.overrides.task)  # as typed: `seed=${iterations}` is text, not resolved
     record = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hc}), "overrides.yaml": hc.overrides.task}
     try:
-        run(cfg, run_dir, job_name=hc.job.override_dirname if multirun else None, overrides=list(hc.overrides.task),
-            record=record)
+        run(cfg, run_dir, job_name=hc.job.override_dirname if multirun else None, overrides=overrides, record=record)
     except input_errors() as e:
         if not multirun:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         # a sweep goes on with its other jobs; the sweep's end names this one and exits 2 (report.SweepReport)
-        print(f"error: sweep job #{hc.job.num} ({' '.join(hc.overrides.task)}): {e}", file=sys.stderr, flush=True)
+        print(f"error: sweep job #{hc.job.num} ({' '.join(overrides)}): {e}", file=sys.stderr, flush=True)
         mark_failed(run_dir, str(e))
     else:
         if multirun:
             mark_failed(run_dir, None)
 
 
+_RAISE_SET_BY_US = os.environ.get("HYDRA_FULL_ERROR") != "1"
+
+
+def cli() -> None:
+    """`main`, with Hydra's errors about the command line (`method=bogus`, `train.betaa=0.1`, `iterations=[1`,
+    `hydra.run.dir=${nope}`) as one `error:` line and exit status 2, as the pipeline's own input errors are: Hydra
+    prints them over several lines (its config search path, a group's options one per line), exit 1. Until the job
+    starts, HYDRA_FULL_ERROR=1 has Hydra raise them to here instead of printing them; a user's own HYDRA_FULL_ERROR=1
+    still gets Hydra's full trace."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not _RAISE_SET_BY_US:
+        return main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"error: {pipeline.config.command_line_error(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

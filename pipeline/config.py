@@ -77,6 +77,42 @@ for _name, _fn in (("basename", _basename), ("folder_name", _folder_name), ("run
         OmegaConf.register_new_resolver(_name, _fn)
 
 
+def command_line_error(e: Exception) -> str:
+    """Hydra's error about the command line itself (an option a group lacks, a key the config lacks, the override
+    grammar, an interpolation that does not resolve) as one line naming the override or key: Hydra prints them over
+    several lines, with its config search path and a group's options one per line. For a key the config lacks it names
+    the closest keys there are (at the top level, the config groups too: `methd=irpo` means `method=irpo`), and only
+    without one Hydra's hint to append it with `+`. Used by `python -m pipeline` and benchmarks/bench_iteration.py."""
+    import difflib
+
+    import conf
+    from hydra.errors import OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(e, OverrideParseException):  # "no viable alternative at input '[1'\nSee https://... for details"
+        first, _, rest = e.message.partition("\n")
+        return f"{e.override}: {first}" + (f" ({rest.strip()[0].lower()}{rest.strip()[1:]})" if rest.strip() else "")
+    if isinstance(e, OmegaConfBaseException):  # hydra.run.dir=${nope}: "Interpolation key 'nope' not found"
+        return f"{e.full_key}: {str(e).splitlines()[0]}" if getattr(e, "full_key", None) else str(e).splitlines()[0]
+    lines = [line.strip() for line in str(e).split("Config search path:")[0].splitlines() if line.strip()]
+    if len(lines) > 1 and lines[1].startswith("Available options"):  # a group's option that does not exist
+        lines = [lines[0], f"(options: {', '.join(lines[2:])})"]
+    cause, appended = e.__cause__, lines[-1].partition("To append to your config use +")[2]
+    parent, key = getattr(cause, "parent_node", None), getattr(cause, "key", None)
+    if appended and isinstance(parent, DictConfig) and isinstance(key, str):  # a key the config lacks (not in struct)
+        full = str(getattr(cause, "full_key", key))
+        prefix = full[:len(full) - len(key)]
+        names = [str(k) for k in parent.keys()]
+        if not prefix:  # the top level: config groups are chosen there too
+            names += [p.name for p in Path(conf.__file__).parent.iterdir() if p.is_dir() and p.name[0] != "_"]
+        close = difflib.get_close_matches(key, sorted(set(names)), n=3, cutoff=0.6)
+        return f"{appended}: the config has no {full} " + (
+            f"(did you mean {' or '.join(prefix + c for c in close)}?)" if close else f"(to add it: +{appended})")
+    if isinstance(cause, OmegaConfBaseException):  # Hydra prints the cause's message below its own
+        lines.append(f"({str(cause).splitlines()[0]})")
+    return " ".join(lines)
+
+
 class ConfigError(ValueError):
     """A bad configuration value, named by its key."""
 

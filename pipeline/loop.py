@@ -191,21 +191,25 @@ class SweepCheck(Callback):
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
-        from omegaconf import OmegaConf
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
 
         from pipeline import input_errors
+        from pipeline.config import command_line_error
 
         if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
             return
         loader = GlobalHydra.instance().config_loader()
         params = config.hydra.sweeper.get("params")  # the sweep's values set in the config (Hydra >= 1.2)
         params = [f"{k}={v}" for k, v in OmegaConf.to_container(params).items()] if params else []
-        overrides = OverridesParser.create(config_loader=loader).parse_overrides([*params, *config.hydra.overrides.task])
+        typed = OmegaConf.to_container(config.hydra.overrides.task)  # as typed: `seed=${iterations}` is not resolved
+        overrides = OverridesParser.create(config_loader=loader).parse_overrides([*params, *typed])
         for i, job in enumerate(BasicSweeper.split_arguments(overrides, None)[0]):
             try:
                 cfg = loader.load_sweep_config(master_config=config, sweep_overrides=job)
                 validate(cfg, job)
                 check_inputs(cfg)
-            except input_errors() as e:
-                print(f"error: sweep job #{i} ({' '.join(job)}): {e}", file=sys.stderr, flush=True)
+            except (*input_errors(), HydraException, OmegaConfBaseException) as e:  # Hydra's: a key the job lacks
+                line = e if isinstance(e, input_errors()) else command_line_error(e)
+                print(f"error: sweep job #{i} ({' '.join(job)}): {line}", file=sys.stderr, flush=True)
                 sys.exit(2)

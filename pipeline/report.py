@@ -295,7 +295,7 @@ def load_run(path: Path) -> RunData:
     cfg = path / ".hydra" / "config.yaml"
     config = OmegaConf.to_container(OmegaConf.load(cfg)) if cfg.exists() else {}
     ov = path / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(ov)] if ov.exists() else []
+    overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(ov))] if ov.exists() else []  # as typed
     history = []
     for t in range(10_000):
         m = path / f"iter_{t:02d}" / "metrics.json"

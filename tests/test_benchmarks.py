@@ -32,7 +32,7 @@ CASES = [
      "bench_iteration.py: arguments are pipeline overrides (key=value, e.g. model=tiny), got 'smoke'"),
     ("bench_iteration.py", ["model=nope"], "error: In 'config': Could not find 'model/nope' (options: smollm2, tiny)"),
     ("bench_iteration.py", ["train.betta=1"],
-     "error: Could not override 'train.betta'. To append to your config use +train.betta=1"),
+     "error: train.betta=1: the config has no train.betta (did you mean train.beta?)"),
 ]
 
 

@@ -111,6 +111,16 @@ def test_a_single_run_gets_a_bootstrap_interval_from_its_held_out_problems(tmp_p
     assert re.search(r"25\.0 \[\d+\.\d, \d+\.\d\]", summary_table(group_runs([run])))
 
 
+def test_a_run_whose_command_had_an_interpolation_loads_with_the_overrides_as_typed(tmp_path):
+    """`python -m pipeline 'seed=${iterations}'` is valid Hydra; the report read overrides.yaml as a config, resolved
+    `${iterations}` as an index into the list, and every such run ended "report not written"."""
+    from pipeline.report import load_run
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- iterations=2\n- seed=${iterations}\n")
+    assert load_run(tmp_path).overrides == ["iterations=2", "seed=${iterations}"]
+
+
 def test_bad_paths_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "README.md").write_text("x")  # what `outputs/*` also matches
