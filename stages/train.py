@@ -99,8 +99,13 @@ class TrainConfig:
                 raise ValueError("train.quantize=4bit needs bitsandbytes: pip install -e '.[qlora]'")
         valid = {f.name for f in dataclasses.fields(self.trl_config_class())}
         unknown = sorted(set(self.args) - valid)
-        if unknown:
-            raise ValueError(f"unknown TRL {self.trl_config_class().__name__} field(s) {unknown}")
+        if unknown:  # TRL's config has ~150 fields: name the close one, not all of them
+            import difflib
+
+            names = sorted(valid | {f.name for f in dataclasses.fields(self)} - {"args"})
+            close = [f"{u}: did you mean train.{c[0]}?" for u in unknown if (c := difflib.get_close_matches(u, names, 1))]
+            raise ValueError(f"unknown TRL {self.trl_config_class().__name__} field(s) {unknown}"
+                             + (f" ({'; '.join(close)})" if close else ""))
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"train.dtype must be float32 or bfloat16, got {self.dtype!r}")
         for k, (ok, rule) in TRL_RANGES.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -85,8 +86,11 @@ def test_sft_trains_on_completions(tiny_model, tmp_path):
 
 
 def test_train_config_refuses_bad_values():
-    with pytest.raises(ValueError, match="unknown TRL DPOConfig field"):
-        TrainConfig(args={"betta": 0.1})
+    with pytest.raises(ValueError, match=re.escape("unknown TRL DPOConfig field(s) ['betta', 'xyzzy'] (betta: did you "
+                                                   "mean train.beta?)")):  # among ~150 TRL fields: the close one
+        TrainConfig(args={"betta": 0.1, "xyzzy": 1})
+    with pytest.raises(ValueError, match=re.escape("(qantize: did you mean train.quantize?)")):  # the stage's own
+        TrainConfig(args={"qantize": "4bit"})
     with pytest.raises(ValueError, match="alpha"):
         TrainConfig(alpha=-1)
     with pytest.raises(ValueError, match="either train.alpha"):
