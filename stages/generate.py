@@ -190,9 +190,10 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: Ge
         token = logits.argmax(-1) if cfg.temperature == 0 else _top_p_sample(logits / cfg.temperature, cfg.top_p)
         out[alive, step] = token
         done = torch.isin(token, stop)
-        if step == cfg.max_new_tokens - 1 or done.all():
+        finished = int(done.sum())  # one wait for the device per step (all() and any() were two)
+        if step == cfg.max_new_tokens - 1 or finished == len(alive):
             break
-        if done.any():  # finished sequences leave the batch
+        if finished:  # finished sequences leave the batch
             keep = (~done).nonzero().squeeze(1)
             cache.batch_select_indices(keep)
             alive, token, attention_mask, pos = alive[keep], token[keep], attention_mask[keep], pos[keep]
