@@ -208,9 +208,10 @@ def test_hydras_own_errors_about_the_command_line_are_one_line_naming_the_overri
 
 
 def test_the_cli_prints_hydras_errors_as_one_line_and_exit_2(tmp_path, env):
-    """And in a sweep, for the job that has it. Also an interpolation in an override: `hydra.run.dir=${nope}` (Hydra resolves it before the job: was its
-    traceback) and `train.beta=${nope}` (was a traceback from reading the command's overrides, which resolved their
-    text as interpolations: `seed=${iterations}`, valid, broke the run's report)."""
+    """And in a sweep, for the job that has it. Also an interpolation in an override: `hydra.run.dir=${nope}` (Hydra
+    resolves it before the job: was its traceback) and `train.beta=${nope}` (was a traceback from reading the
+    command's overrides, which resolved their text as interpolations: `seed=${iterations}`, valid, broke the run's
+    report)."""
     for override, line in [("methd=irpo", "error: methd=irpo: the config has no methd (did you mean method or "
                                           "method_name?)"),
                            ("hydra.run.dir=${nope}", "error: hydra.run.dir: Interpolation key 'nope' not found"),
