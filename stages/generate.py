@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from stages.modeling import fingerprint, load_model, load_tokenizer, stop_token_ids
+from stages.modeling import cache_keyword, fingerprint, load_model, load_tokenizer, stop_token_ids
 
 
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
@@ -178,9 +178,10 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: Ge
     n, rows = cfg.num_samples, input_ids.shape[0] * cfg.num_samples
     stop = torch.tensor(stops, device=input_ids.device)
     cache = DynamicCache()
+    kv = {cache_keyword(model): cache}
     pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1].float()
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=True,
+                   logits_to_keep=1, **kv).logits[:, -1].float()
     if n > 1:
         cache.batch_repeat_interleave(n)
         logits, attention_mask, pos = (x.repeat_interleave(n, 0) for x in (logits, attention_mask, pos))
@@ -199,8 +200,8 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: Ge
             alive, token, attention_mask, pos = alive[keep], token[keep], attention_mask[keep], pos[keep]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(alive), 1)], dim=1)
         pos = pos[:, -1:] + 1
-        logits = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=pos,
-                       past_key_values=cache, use_cache=True).logits[:, -1].float()
+        logits = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=pos, use_cache=True,
+                       **kv).logits[:, -1].float()
     return out
 
 

@@ -105,6 +105,15 @@ def load_model(path: str, dtype: str = "auto", device: str = "auto"):
     return model.to(device).eval()
 
 
+
+def cache_keyword(model) -> str:
+    """The keyword the model's forward takes its KV cache under: `cache` in newer transformers (5.24), which
+    deprecates `past_key_values` (removed in 5.40: passed there, it would fall into **kwargs and each decoding step
+    would see one token without its context); `past_key_values` in older ones (5.20, the vllm extra's pin)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
 def fingerprint(model) -> str:
     """A short hash of the model's weights (a few tensors, in fp32): which model produced a dataset."""
     h = hashlib.sha256()

@@ -36,6 +36,34 @@ def test_greedy_decoding_equals_transformers_generate_with_left_padding(smol):
         assert a[: len(b)] == b and all(t == tok.pad_token_id for t in a[len(b):])
 
 
+
+def test_the_kv_cache_goes_by_the_name_the_models_forward_takes(smol):
+    """transformers 5.24 takes the cache as `cache` and deprecates `past_key_values` (removed in 5.40, where the old
+    name would fall into **kwargs and every step decode one token without its context); 5.20 (the vllm extra's pin)
+    takes only `past_key_values`. Either way decode gives the same tokens and no deprecation notice."""
+    import warnings
+
+    tok, model = smol
+    batch, stops = _batch(tok), stop_token_ids(tok, model)
+    cfg = GenerateConfig(temperature=0, num_samples=1, max_new_tokens=12)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = decode(model, batch["input_ids"], batch["attention_mask"], cfg, stops, tok.pad_token_id)
+    assert not [w for w in caught if "past_key_values" in str(w.message)], [str(w.message) for w in caught]
+
+    class OldForward(torch.nn.Module):  # a forward with transformers 5.20's keyword (its signature, the same model)
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                    logits_to_keep=0):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              cache=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+
+    old = decode(OldForward(), batch["input_ids"], batch["attention_mask"], cfg, stops, tok.pad_token_id)
+    assert old.tolist() == ours.tolist()
+
 def test_samples_repeat_the_prompt_cache_and_finished_rows_leave_the_batch(smol):
     """Each sample's continuation must be what the model gives for that prompt alone: greedy decoding of
     prompt rows repeated by num_samples (the cache repeated after one prefill) equals greedy decoding of
