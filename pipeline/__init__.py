@@ -78,6 +78,35 @@ def setup_process() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
+
+_HYDRA_RAISES = False  # HYDRA_FULL_ERROR=1 is ours (hydra_raises), not the user's
+
+
+def hydra_raises() -> bool:
+    """Have Hydra raise its errors about the command line to the caller instead of printing them over several lines
+    (HYDRA_FULL_ERROR=1, Hydra's public switch; `pipeline.__main__.cli` prints them as one line). False, changing
+    nothing, where the user set HYDRA_FULL_ERROR=1: they get Hydra's full trace."""
+    global _HYDRA_RAISES
+    import os
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return False
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    _HYDRA_RAISES = True
+    return True
+
+
+def hydra_reports() -> None:
+    """Hydra reports errors as it always does from here on; called once the command line is checked: a job starting
+    (pipeline.__main__.main) and a sweep about to launch its jobs (loop.SweepCheck; a joblib or submitit launcher
+    re-raises a job's exception in its own process, where the job's `main` never runs)."""
+    global _HYDRA_RAISES
+    import os
+
+    if _HYDRA_RAISES:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+        _HYDRA_RAISES = False
+
 def quiet_libraries() -> None:
     """Keep the console to the pipeline's own progress bars and summaries: no per-file loading bars."""
     import logging

@@ -7,10 +7,9 @@ Examples:
     python -m pipeline -m train.beta=0.05,0.1             # a sweep: one folder and one W&B run per job
 """
 
-import os
 import sys
 
-from pipeline import preload_allocator, quiet_libraries, setup_process
+from pipeline import hydra_raises, hydra_reports, preload_allocator, quiet_libraries, setup_process
 
 preload_allocator()  # re-executes this command line once on mimalloc (SELFIMPROVE_MALLOC), before any work
 setup_process()
@@ -30,8 +29,8 @@ def main(cfg: DictConfig) -> None:
     from pipeline.loop import run
     from pipeline.report import mark_failed
 
-    if _RAISE_SET_BY_US:
-        os.environ.pop("HYDRA_FULL_ERROR", None)  # from here on, Hydra reports as it always did (cli)
+    hydra_reports()  # from here on, Hydra reports as it always did (cli)
+    setup_process()  # again: a joblib or submitit job runs in a process of the launcher's
     quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
@@ -52,21 +51,17 @@ def main(cfg: DictConfig) -> None:
             mark_failed(run_dir, None)
 
 
-_RAISE_SET_BY_US = os.environ.get("HYDRA_FULL_ERROR") != "1"
-
-
 def cli() -> None:
     """`main`, with Hydra's errors about the command line (`method=bogus`, `train.betaa=0.1`, `iterations=[1`,
     `hydra.run.dir=${nope}`) as one `error:` line and exit status 2, as the pipeline's own input errors are: Hydra
     prints them over several lines (its config search path, a group's options one per line), exit 1. Until the job
-    starts, HYDRA_FULL_ERROR=1 has Hydra raise them to here instead of printing them; a user's own HYDRA_FULL_ERROR=1
-    still gets Hydra's full trace."""
+    starts, Hydra raises them to here instead of printing them (`pipeline.hydra_raises`); a user's own
+    HYDRA_FULL_ERROR=1 still gets Hydra's full trace."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    if not _RAISE_SET_BY_US:
+    if not hydra_raises():
         return main()
-    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
     except (HydraException, OmegaConfBaseException) as e:

@@ -194,9 +194,10 @@ class SweepCheck(Callback):
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from pipeline import input_errors
+        from pipeline import hydra_reports, input_errors
         from pipeline.config import command_line_error
 
+        hydra_reports()  # a job's exception is re-raised in this process by a joblib or submitit launcher: a bug's trace
         if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
             return
         loader = GlobalHydra.instance().config_loader()

@@ -112,3 +112,11 @@ def reviser(prompts, cfg):
         texts = [fixed if tag == "fixable" and k == 0 and "the step" in told else parent for k in range(cfg.num_samples)]
         out.append(texts)
     return out
+
+
+def omegaconf_bug(prompts, cfg):
+    """A bug inside a job whose exception is one of OmegaConf's (as a config lookup gone wrong in the pipeline's
+    code would be): it must be reported as a bug, with its trace, not as an error in the command line."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"a": 1}).missing_key
