@@ -74,8 +74,10 @@ def setup_process() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("WANDB_SILENT", "true")
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's business
-    # bitsandbytes (imported by peft) warns on CPU about an optional kernels package that 4-bit training does not need
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # bitsandbytes (imported by peft) warns on CPU about an optional kernels package that 4-bit training does not need;
+    # with transformers >= 5.25 that package is installed and, offline, warns that it skips a trust check for it
+    for name in ("bitsandbytes", "kernels"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 
