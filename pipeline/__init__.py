@@ -80,7 +80,6 @@ def setup_process() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-
 _HYDRA_RAISES = False  # HYDRA_FULL_ERROR=1 is ours (hydra_raises), not the user's
 
 
@@ -108,6 +107,7 @@ def hydra_reports() -> None:
     if _HYDRA_RAISES:
         os.environ.pop("HYDRA_FULL_ERROR", None)
         _HYDRA_RAISES = False
+
 
 def quiet_libraries() -> None:
     """Keep the console to the pipeline's own progress bars and summaries: no per-file loading bars."""

@@ -197,7 +197,7 @@ class SweepCheck(Callback):
         from pipeline import hydra_reports, input_errors
         from pipeline.config import command_line_error
 
-        hydra_reports()  # a job's exception is re-raised in this process by a joblib or submitit launcher: a bug's trace
+        hydra_reports()  # a joblib or submitit launcher re-raises a job's exception here: Hydra's report of a bug
         if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
             return
         loader = GlobalHydra.instance().config_loader()

@@ -105,7 +105,6 @@ def load_model(path: str, dtype: str = "auto", device: str = "auto"):
     return model.to(device).eval()
 
 
-
 def cache_keyword(model) -> str:
     """The keyword the model's forward takes its KV cache under: `cache` in newer transformers (5.24), which
     deprecates `past_key_values` (removed in 5.40: passed there, it would fall into **kwargs and each decoding step
@@ -113,6 +112,7 @@ def cache_keyword(model) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
 
 def fingerprint(model) -> str:
     """A short hash of the model's weights (a few tensors, in fp32): which model produced a dataset."""

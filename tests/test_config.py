@@ -229,7 +229,6 @@ def test_the_cli_prints_hydras_errors_as_one_line_and_exit_2(tmp_path, env):
     assert not list(tmp_path.glob("*/iter_00"))  # no work done
 
 
-
 def test_a_bug_in_a_job_of_a_parallel_sweep_is_hydras_trace_not_an_error_line(tmp_path, env):
     """The launcher's own process re-raises a job's exception (joblib with worker processes here: n_jobs=1 runs in
     process; submitit the same). HYDRA_FULL_ERROR=1, set by the CLI until the command line is checked, made Hydra
@@ -241,6 +240,7 @@ def test_a_bug_in_a_job_of_a_parallel_sweep_is_hydras_trace_not_an_error_line(tm
     assert p.returncode == 1, p.stderr[-3000:]  # Hydra's report, as for a bug in a job of a single run
     assert "Traceback" in p.stderr and "ConfigAttributeError: Missing key missing_key" in p.stderr, p.stderr[-3000:]
     assert not [line for line in p.stderr.splitlines() if line.startswith("error:")], p.stderr[-3000:]
+
 
 def test_cli_errors_name_the_key_before_any_model_loads(tmp_path, env):
     e = {**env, "SELFIMPROVE_CACHE": str(tmp_path / "cache")}

@@ -36,7 +36,6 @@ def test_greedy_decoding_equals_transformers_generate_with_left_padding(smol):
         assert a[: len(b)] == b and all(t == tok.pad_token_id for t in a[len(b):])
 
 
-
 def test_the_kv_cache_goes_by_the_name_the_models_forward_takes(smol):
     """transformers 5.24 takes the cache as `cache` and deprecates `past_key_values` (removed in 5.40, where the old
     name would fall into **kwargs and every step decode one token without its context); 5.20 (the vllm extra's pin)
@@ -63,6 +62,7 @@ def test_the_kv_cache_goes_by_the_name_the_models_forward_takes(smol):
 
     old = decode(OldForward(), batch["input_ids"], batch["attention_mask"], cfg, stops, tok.pad_token_id)
     assert old.tolist() == ours.tolist()
+
 
 def test_samples_repeat_the_prompt_cache_and_finished_rows_leave_the_batch(smol):
     """Each sample's continuation must be what the model gives for that prompt alone: greedy decoding of
